@@ -1,0 +1,2 @@
+//! Placeholder for `daon-backup`: the crate exists so the workspace has its final shape;
+//! the tool itself is tracked by its own issue and ships no binary until it works.

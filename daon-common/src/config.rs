@@ -1,0 +1,901 @@
+//! One TOML file describes the stack; its built-in default is the DAON stack of
+//! the runbooks, so every tool does something sensible with no flags.
+//! Precedence: flags > `DAON_*` environment > config file > built-in default.
+//!
+//! Every leaf key can be overridden from the environment: `chain.rpc_url` is
+//! `DAON_CHAIN_RPC_URL`, `services.api.containers` is
+//! `DAON_SERVICES_API_CONTAINERS` (lists are comma-separated). Relative paths in
+//! a file are relative to that file's directory. Secrets never live here: the
+//! config names the file or variable that holds them.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a config came from, for `--print-config` and error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// No file was found; the built-in default is in use.
+    BuiltIn,
+    /// Loaded from this file.
+    File(PathBuf),
+}
+
+/// The whole stack description.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The Compose project.
+    pub compose: ComposeConfig,
+    /// How to reach Docker.
+    pub docker: DockerConfig,
+    /// Services by role, each with its container names.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// The chain node.
+    pub chain: ChainConfig,
+    /// The PostgreSQL database.
+    pub postgres: PostgresConfig,
+    /// Named Docker volumes holding data.
+    pub volumes: VolumesConfig,
+    /// Directories on the host.
+    pub paths: PathsConfig,
+    /// Health-check thresholds and extra checks.
+    pub health: HealthConfig,
+}
+
+/// The Compose project the stack runs as.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComposeConfig {
+    /// Directory holding the compose files (the runbooks' `/opt/daon-source`).
+    pub project_dir: PathBuf,
+    /// Compose files, relative to `project_dir`.
+    pub files: Vec<PathBuf>,
+    /// The `.env` file, relative to `project_dir`.
+    pub env_file: PathBuf,
+    /// Compose project name; empty means Compose's default (the directory name).
+    pub project_name: String,
+    /// `auto` (v2 `docker compose`, else v1 `docker-compose`), `v2` or `v1`.
+    pub command: ComposeCommand,
+}
+
+/// Which Compose implementation to use.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeCommand {
+    /// Prefer v2, fall back to v1.
+    Auto,
+    /// `docker compose`.
+    V2,
+    /// `docker-compose`.
+    V1,
+}
+
+/// How to reach the Docker daemon. `DOCKER_HOST` in the environment is honoured
+/// as the docker CLI does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    /// `docker --context NAME`; empty for the CLI's current context.
+    pub context: String,
+    /// Timeout for one short Docker call (inspect, version).
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+/// One service role (api, postgres...) and the containers that run it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Container names; by DAON convention also the Compose service names.
+    pub containers: Vec<String>,
+    /// If false, a missing container is a warning, not critical.
+    pub required: bool,
+}
+
+/// The chain node and what it should report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainConfig {
+    /// CometBFT RPC base URL.
+    pub rpc_url: String,
+    /// Expected chain id; empty means "the CHAIN_ID of the compose .env", and
+    /// no check if that is absent too.
+    pub chain_id: String,
+    /// Container running the node (for `daond status`).
+    pub container: String,
+    /// Status command run inside the container.
+    pub status_command: Vec<String>,
+    /// `rpc`, `exec` (status command) or `auto` (RPC, else the command).
+    pub source: ChainSource,
+    /// Timeout for one status query.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// The newest block may be at most this old.
+    #[serde(with = "duration")]
+    pub max_block_age: Duration,
+    /// The height may stay unchanged across runs at most this long.
+    #[serde(with = "duration")]
+    pub stall_after: Duration,
+    /// Minimum number of peers (0 for a single-node chain).
+    pub min_peers: u64,
+}
+
+/// Where chain status comes from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainSource {
+    /// The RPC first, the status command if the RPC cannot be reached.
+    Auto,
+    /// Only the RPC.
+    Rpc,
+    /// Only the status command inside the container.
+    Exec,
+}
+
+/// The database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Container running PostgreSQL.
+    pub container: String,
+    /// Database user.
+    pub user: String,
+    /// Database name.
+    pub database: String,
+}
+
+/// Named Docker volumes that hold state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VolumesConfig {
+    /// The chain's data volume (mounted at `chain_path` in the node).
+    pub chain: String,
+    /// Path of the chain data inside the node container.
+    pub chain_path: String,
+    /// PostgreSQL's data volume.
+    pub postgres: String,
+}
+
+/// Host directories.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathsConfig {
+    /// Where backup sets are written.
+    pub backup_dir: PathBuf,
+    /// Where secrets live (mode 700).
+    pub secrets_dir: PathBuf,
+    /// Where tools keep state between runs (health-check history...).
+    pub state_dir: PathBuf,
+    /// Where lock files live.
+    pub lock_dir: PathBuf,
+}
+
+/// Health-check settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Timeout for a check that sets none of its own.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// HTTP endpoints to check.
+    pub http: Vec<HttpCheckConfig>,
+    /// Mount points whose usage is checked.
+    pub disk_paths: Vec<PathBuf>,
+    /// Disk usage warning threshold, percent.
+    pub disk_warn_percent: f64,
+    /// Disk usage critical threshold, percent.
+    pub disk_crit_percent: f64,
+    /// Inode usage warning threshold, percent.
+    pub inode_warn_percent: f64,
+    /// Inode usage critical threshold, percent.
+    pub inode_crit_percent: f64,
+}
+
+/// One HTTP endpoint check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpCheckConfig {
+    /// Check name (`http:<name>`).
+    pub name: String,
+    /// URL to GET.
+    pub url: String,
+    /// Accepted status codes.
+    pub expect_status: Vec<u16>,
+    /// Whole-request timeout (connect + answer).
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Slower than this is a WARNING.
+    #[serde(with = "opt_duration")]
+    pub warn_latency: Option<Duration>,
+    /// Slower than this is CRITICAL.
+    #[serde(with = "opt_duration")]
+    pub crit_latency: Option<Duration>,
+    /// JSON Pointer (RFC 6901) into the body, e.g. `/status`.
+    pub json_pointer: String,
+    /// Value expected at `json_pointer` (compared as text).
+    pub json_equals: String,
+    /// For https: certificate days left below this is a WARNING.
+    pub cert_warn_days: i64,
+    /// For https: certificate days left below this is CRITICAL.
+    pub cert_crit_days: i64,
+    /// Do not verify the TLS certificate chain (still checks its expiry).
+    pub insecure: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let svc = |names: &[&str]| ServiceConfig {
+            containers: names.iter().map(|s| s.to_string()).collect(),
+            required: true,
+        };
+        let mut services = BTreeMap::new();
+        services.insert("api".into(), svc(&["daon-api-1", "daon-api-2", "daon-api-3"]));
+        services.insert("postgres".into(), svc(&["daon-postgres"]));
+        services.insert("redis".into(), svc(&["daon-redis"]));
+        services.insert("blockchain".into(), svc(&["daon-blockchain"]));
+        services.insert("caddy".into(), svc(&["daon-caddy"]));
+        Config {
+            compose: ComposeConfig::default(),
+            docker: DockerConfig::default(),
+            services,
+            chain: ChainConfig::default(),
+            postgres: PostgresConfig::default(),
+            volumes: VolumesConfig::default(),
+            paths: PathsConfig::default(),
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+impl Default for ComposeConfig {
+    fn default() -> Self {
+        ComposeConfig {
+            project_dir: "/opt/daon-source".into(),
+            files: vec!["docker-compose.yml".into()],
+            env_file: ".env".into(),
+            project_name: String::new(),
+            command: ComposeCommand::Auto,
+        }
+    }
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            context: String::new(),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            containers: Vec::new(),
+            required: true,
+        }
+    }
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            rpc_url: "http://localhost:26657".into(),
+            chain_id: String::new(),
+            container: "daon-blockchain".into(),
+            status_command: vec!["daond".into(), "status".into()],
+            source: ChainSource::Auto,
+            timeout: Duration::from_secs(5),
+            max_block_age: Duration::from_secs(60),
+            stall_after: Duration::from_secs(120),
+            min_peers: 0,
+        }
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            container: "daon-postgres".into(),
+            user: "daon".into(),
+            database: "daon".into(),
+        }
+    }
+}
+
+impl Default for VolumesConfig {
+    fn default() -> Self {
+        VolumesConfig {
+            chain: "daon_daon-blockchain-data".into(),
+            chain_path: "/daon/.daon".into(),
+            postgres: "daon_daon-postgres-data".into(),
+        }
+    }
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            backup_dir: "/opt/daon-backups".into(),
+            secrets_dir: "/opt/daon/secrets".into(),
+            state_dir: "/var/lib/daon-ops".into(),
+            lock_dir: "/run/lock/daon-ops".into(),
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            timeout: Duration::from_secs(10),
+            http: vec![HttpCheckConfig {
+                name: "api".into(),
+                url: "http://localhost:3000/health".into(),
+                ..HttpCheckConfig::default()
+            }],
+            disk_paths: vec!["/".into()],
+            disk_warn_percent: 80.0,
+            disk_crit_percent: 90.0,
+            inode_warn_percent: 80.0,
+            inode_crit_percent: 90.0,
+        }
+    }
+}
+
+impl Default for HttpCheckConfig {
+    fn default() -> Self {
+        HttpCheckConfig {
+            name: String::new(),
+            url: String::new(),
+            expect_status: vec![200],
+            timeout: Duration::from_secs(5),
+            warn_latency: Some(Duration::from_secs(1)),
+            crit_latency: None,
+            json_pointer: String::new(),
+            json_equals: String::new(),
+            cert_warn_days: 30,
+            cert_crit_days: 7,
+            insecure: false,
+        }
+    }
+}
+
+/// The config file search path, first match wins.
+pub const SEARCH_PATH_HELP: &str = "\
+Config file: --config PATH, else $DAON_CONFIG, else ./daon.toml, else /etc/daon/daon.toml,
+else the built-in default (the DAON stack of the runbooks). Any key can be overridden
+from the environment: chain.rpc_url is DAON_CHAIN_RPC_URL (lists comma-separated).
+Precedence: flags > DAON_* environment > config file > built-in default.";
+
+/// A loaded configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The effective configuration (before tool flags).
+    pub config: Config,
+    /// The file it came from.
+    pub source: Source,
+    /// `DAON_*` variables that changed a key.
+    pub env_overrides: Vec<String>,
+}
+
+impl Config {
+    /// Finds and loads the config file (see [`SEARCH_PATH_HELP`]), then applies
+    /// `DAON_*` overrides from the process environment.
+    pub fn load(explicit: Option<&Path>) -> Result<Loaded> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let search = [PathBuf::from("daon.toml"), PathBuf::from("/etc/daon/daon.toml")];
+        Self::load_with(explicit, &env, &search)
+    }
+
+    /// [`Config::load`] with the environment and the search path given.
+    pub fn load_with(
+        explicit: Option<&Path>,
+        env: &[(String, String)],
+        search: &[PathBuf],
+    ) -> Result<Loaded> {
+        let from_env = env
+            .iter()
+            .find(|(k, v)| k == "DAON_CONFIG" && !v.is_empty())
+            .map(|(_, v)| PathBuf::from(v));
+        let (path, must_exist) = match (explicit, from_env) {
+            (Some(p), _) => (Some(p.to_path_buf()), true),
+            (None, Some(p)) => (Some(p), true),
+            (None, None) => match search.iter().find(|p| p.exists()) {
+                Some(p) => (Some(p.clone()), true),
+                None => (None, false),
+            },
+        };
+        let (mut config, source) = match path {
+            Some(p) => {
+                let text = match std::fs::read_to_string(&p) {
+                    Ok(t) => t,
+                    Err(e) if must_exist => {
+                        return Err(Error::Config(format!(
+                            "cannot read config file {}: {e}\n  hint: fix the path given by --config or DAON_CONFIG, or unset it to use the built-in default",
+                            p.display()
+                        )))
+                    }
+                    Err(e) => return Err(Error::io("reading", p, e)),
+                };
+                let mut c = Self::parse(&text, &p)?;
+                let base = p
+                    .canonicalize()
+                    .ok()
+                    .and_then(|abs| abs.parent().map(Path::to_path_buf))
+                    .unwrap_or_else(|| PathBuf::from("."));
+                c.resolve_relative(&base);
+                (c, Source::File(p))
+            }
+            None => (Config::default(), Source::BuiltIn),
+        };
+        let env_overrides = config.apply_env(env)?;
+        config.validate(&source)?;
+        Ok(Loaded {
+            config,
+            source,
+            env_overrides,
+        })
+    }
+
+    /// Parses TOML text; errors name the key and the file.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            Error::Config(format!(
+                "invalid config file {}: {}\n  hint: see `--print-config` for the keys and their defaults",
+                path.display(),
+                e.to_string().trim_end()
+            ))
+        })
+    }
+
+    fn resolve_relative(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.compose.project_dir);
+        fix(&mut self.paths.backup_dir);
+        fix(&mut self.paths.secrets_dir);
+        fix(&mut self.paths.state_dir);
+        fix(&mut self.paths.lock_dir);
+    }
+
+    /// Applies `DAON_<KEY_PATH>` variables; returns the names that applied.
+    fn apply_env(&mut self, env: &[(String, String)]) -> Result<Vec<String>> {
+        let mut applied = Vec::new();
+        let mut value = toml::Value::try_from(&*self)
+            .map_err(|e| Error::Internal(format!("config to TOML: {e}")))?;
+        let mut leaves = Vec::new();
+        collect_leaves(&value, &mut Vec::new(), &mut leaves);
+        let mut sorted: Vec<&(String, String)> = env.iter().collect();
+        sorted.sort();
+        for (name, raw) in sorted {
+            let Some(key) = name.strip_prefix("DAON_") else {
+                continue;
+            };
+            let Some(path) = leaves
+                .iter()
+                .find(|p| p.join("_").to_uppercase() == key)
+                .cloned()
+            else {
+                continue;
+            };
+            let slot = leaf_mut(&mut value, &path)
+                .ok_or_else(|| Error::Internal(format!("lost config key {}", path.join("."))))?;
+            *slot = env_value(slot, raw);
+            let candidate: Config = value.clone().try_into().map_err(|e: toml::de::Error| {
+                Error::Config(format!(
+                    "invalid value in environment variable {name} (config key {}): {}",
+                    path.join("."),
+                    e.message()
+                ))
+            })?;
+            *self = candidate;
+            applied.push(name.clone());
+        }
+        Ok(applied)
+    }
+
+    /// Checks values that parse but make no sense; names the key.
+    pub fn validate(&self, source: &Source) -> Result<()> {
+        let whence = match source {
+            Source::BuiltIn => "the built-in default".to_string(),
+            Source::File(p) => p.display().to_string(),
+        };
+        let bad = |key: &str, why: String| {
+            Err(Error::Config(format!("bad value for {key} in {whence}: {why}")))
+        };
+        let h = &self.health;
+        for (key, v) in [
+            ("health.disk_warn_percent", h.disk_warn_percent),
+            ("health.disk_crit_percent", h.disk_crit_percent),
+            ("health.inode_warn_percent", h.inode_warn_percent),
+            ("health.inode_crit_percent", h.inode_crit_percent),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                return bad(key, format!("{v} is not a percentage between 0 and 100"));
+            }
+        }
+        if h.disk_warn_percent > h.disk_crit_percent {
+            return bad(
+                "health.disk_warn_percent",
+                format!(
+                    "warning threshold {} is above the critical one {}",
+                    h.disk_warn_percent, h.disk_crit_percent
+                ),
+            );
+        }
+        if h.inode_warn_percent > h.inode_crit_percent {
+            return bad(
+                "health.inode_warn_percent",
+                "warning threshold is above the critical one".into(),
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in h.http.iter().enumerate() {
+            let key = format!("health.http[{i}]");
+            if c.name.is_empty() {
+                return bad(&format!("{key}.name"), "every HTTP check needs a name".into());
+            }
+            if !names.insert(&c.name) {
+                return bad(&format!("{key}.name"), format!("duplicate check name {:?}", c.name));
+            }
+            if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+                return bad(
+                    &format!("{key}.url"),
+                    format!("{:?} is not an http:// or https:// URL", c.url),
+                );
+            }
+            if c.cert_warn_days < c.cert_crit_days {
+                return bad(
+                    &format!("{key}.cert_warn_days"),
+                    "must be at least cert_crit_days".into(),
+                );
+            }
+            if c.timeout.is_zero() {
+                return bad(&format!("{key}.timeout"), "must be more than zero".into());
+            }
+        }
+        if !self.chain.rpc_url.is_empty()
+            && !(self.chain.rpc_url.starts_with("http://")
+                || self.chain.rpc_url.starts_with("https://"))
+        {
+            return bad(
+                "chain.rpc_url",
+                format!("{:?} is not an http:// or https:// URL", self.chain.rpc_url),
+            );
+        }
+        if self.chain.status_command.is_empty() && self.chain.source != ChainSource::Rpc {
+            return bad("chain.status_command", "must not be empty".into());
+        }
+        for (role, s) in &self.services {
+            if s.containers.iter().any(|c| c.is_empty()) {
+                return bad(
+                    &format!("services.{role}.containers"),
+                    "container names must not be empty".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The compose `.env` file, resolved against the project directory.
+    pub fn env_file_path(&self) -> PathBuf {
+        self.compose.project_dir.join(&self.compose.env_file)
+    }
+
+    /// Every configured container name, in role order.
+    pub fn all_containers(&self) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        for (role, s) in &self.services {
+            for c in &s.containers {
+                out.push((role.clone(), c.clone(), s.required));
+            }
+        }
+        out
+    }
+
+    /// The effective config as TOML, with secret-looking values redacted.
+    pub fn to_toml_redacted(&self) -> Result<String> {
+        let mut v = toml::Value::try_from(self)
+            .map_err(|e| Error::Internal(format!("config to TOML: {e}")))?;
+        redact(&mut v);
+        toml::to_string_pretty(&v).map_err(|e| Error::Internal(format!("config to TOML: {e}")))
+    }
+}
+
+fn collect_leaves(v: &toml::Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, child) in t {
+                path.push(k.clone());
+                collect_leaves(child, path, out);
+                path.pop();
+            }
+        }
+        // Arrays of tables (health.http) are not addressable from one variable.
+        toml::Value::Array(a) if a.iter().any(|x| x.is_table()) => {}
+        _ => out.push(path.clone()),
+    }
+}
+
+fn leaf_mut<'a>(v: &'a mut toml::Value, path: &[String]) -> Option<&'a mut toml::Value> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.as_table_mut()?.get_mut(k)?;
+    }
+    Some(cur)
+}
+
+/// Converts an environment string to the TOML type the key already has, so
+/// `DAON_CHAIN_MIN_PEERS=3` is an integer and `...=three` a clear type error.
+fn env_value(current: &toml::Value, raw: &str) -> toml::Value {
+    match current {
+        toml::Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|_| toml::Value::String(raw.into())),
+        toml::Value::Float(_) => raw
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .unwrap_or_else(|_| toml::Value::String(raw.into())),
+        toml::Value::Boolean(_) => match raw.trim() {
+            "true" | "1" | "yes" => toml::Value::Boolean(true),
+            "false" | "0" | "no" => toml::Value::Boolean(false),
+            _ => toml::Value::String(raw.into()),
+        },
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.into()))
+                .collect(),
+        ),
+        _ => toml::Value::String(raw.into()),
+    }
+}
+
+fn redact(v: &mut toml::Value) {
+    if let toml::Value::Table(t) = v {
+        for (k, child) in t.iter_mut() {
+            let k = k.to_ascii_lowercase();
+            let secretish = ["password", "token", "secret", "api_key"]
+                .iter()
+                .any(|s| k.contains(s))
+                && !(k.ends_with("_file") || k.ends_with("_env") || k.ends_with("_dir"));
+            if secretish && child.is_str() {
+                *child = toml::Value::String("<redacted>".into());
+            } else {
+                redact(child);
+            }
+        }
+    }
+}
+
+/// Reads a Compose `.env` file: `KEY=VALUE` lines, `#` comments, optional
+/// `export `, single or double quotes. Returns pairs in file order.
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+    Ok(parse_env_file(&text))
+}
+
+/// Parses the text of a `.env` file (see [`read_env_file`]).
+pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        let v = if v.len() >= 2
+            && ((v.starts_with('"') && v.ends_with('"'))
+                || (v.starts_with('\'') && v.ends_with('\'')))
+        {
+            v[1..v.len() - 1].to_string()
+        } else {
+            // Unquoted: a ` #` starts a comment.
+            v.split(" #").next().unwrap_or("").trim().to_string()
+        };
+        out.push((k.trim().to_string(), v));
+    }
+    out
+}
+
+/// Serde for `Duration` as human text (`"5s"`, `"2m 30s"`, `"500ms"`).
+pub mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Serializes as human text.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Parses human text such as `5s` or `1m 30s`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration ({e}); write it like \"5s\", \"500ms\" or \"2m\""
+            ))
+        })
+    }
+}
+
+/// Serde for `Option<Duration>`; an empty string or `"none"` means no limit.
+pub mod opt_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Serializes `None` as `"none"`.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_str("none"),
+        }
+    }
+
+    /// Parses human text, or `none`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || s == "none" {
+            return Ok(None);
+        }
+        humantime::parse_duration(&s).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration ({e}); write it like \"5s\" or \"none\""
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Loaded> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("daon.toml");
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_with(Some(&p), &env, &[])
+    }
+
+    #[test]
+    fn built_in_default_is_the_runbook_stack() {
+        let c = Config::default();
+        assert_eq!(c.compose.project_dir, PathBuf::from("/opt/daon-source"));
+        assert_eq!(
+            c.services["api"].containers,
+            ["daon-api-1", "daon-api-2", "daon-api-3"]
+        );
+        assert_eq!(c.postgres.container, "daon-postgres");
+        assert_eq!(c.postgres.user, "daon");
+        assert_eq!(c.postgres.database, "daon");
+        assert_eq!(c.chain.container, "daon-blockchain");
+        assert_eq!(c.chain.status_command, ["daond", "status"]);
+        assert!(c.chain.rpc_url.ends_with(":26657"));
+        assert_eq!(c.paths.backup_dir, PathBuf::from("/opt/daon-backups"));
+        assert_eq!(c.paths.secrets_dir, PathBuf::from("/opt/daon/secrets"));
+        c.validate(&Source::BuiltIn).unwrap();
+    }
+
+    #[test]
+    fn no_file_anywhere_gives_the_built_in_default() {
+        let l = Config::load_with(None, &[], &[PathBuf::from("/nonexistent/daon.toml")]).unwrap();
+        assert_eq!(l.source, Source::BuiltIn);
+        assert_eq!(l.config, Config::default());
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults_and_resolves_relative_paths() {
+        let l = load_text(
+            "[chain]\nrpc_url = \"http://127.0.0.1:36657\"\n[paths]\nstate_dir = \"state\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(l.config.chain.rpc_url, "http://127.0.0.1:36657");
+        assert_eq!(l.config.chain.container, "daon-blockchain");
+        assert!(l.config.paths.state_dir.is_absolute());
+        assert!(l.config.paths.state_dir.ends_with("state"));
+        assert_eq!(l.config.paths.backup_dir, PathBuf::from("/opt/daon-backups"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_key_and_file() {
+        let err = load_text("[chain]\nrpc_ulr = \"x\"\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("rpc_ulr"), "{msg}");
+        assert!(msg.contains("daon.toml"), "{msg}");
+        assert_eq!(err.exit_code(), crate::ExitCode::Config);
+    }
+
+    #[test]
+    fn bad_value_is_an_error_naming_the_key() {
+        let err = load_text("[chain]\ntimeout = \"soon\"\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("timeout") && msg.contains("soon"), "{msg}");
+        let err = load_text("[health]\ndisk_warn_percent = 95.0\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("health.disk_warn_percent"), "{err}");
+        let err = load_text("[health]\ndisk_crit_percent = 150.0\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("health.disk_crit_percent"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_is_typed() {
+        let l = load_text(
+            "[chain]\nmin_peers = 1\n",
+            &[
+                ("DAON_CHAIN_MIN_PEERS", "3"),
+                ("DAON_SERVICES_API_CONTAINERS", "a, b"),
+                ("DAON_CHAIN_TIMEOUT", "2s"),
+                ("DAON_UNRELATED_THING", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(l.config.chain.min_peers, 3);
+        assert_eq!(l.config.services["api"].containers, ["a", "b"]);
+        assert_eq!(l.config.chain.timeout, Duration::from_secs(2));
+        assert_eq!(l.env_overrides.len(), 3);
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let err = load_text("", &[("DAON_CHAIN_MIN_PEERS", "three")]).unwrap_err();
+        assert!(err.to_string().contains("DAON_CHAIN_MIN_PEERS"), "{err}");
+        assert_eq!(err.exit_code(), crate::ExitCode::Config);
+    }
+
+    #[test]
+    fn missing_explicit_file_is_a_config_error() {
+        let err = Config::load_with(Some(Path::new("/nonexistent/x.toml")), &[], &[]).unwrap_err();
+        assert_eq!(err.exit_code(), crate::ExitCode::Config);
+        assert!(err.to_string().contains("/nonexistent/x.toml"));
+    }
+
+    #[test]
+    fn print_config_round_trips_and_redacts() {
+        let c = Config::default();
+        let text = c.to_toml_redacted().unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        let mut v: toml::Value = toml::from_str("[x]\npassword = \"hunter2\"\npassword_file = \"/p\"\n").unwrap();
+        redact(&mut v);
+        let s = v.to_string();
+        assert!(!s.contains("hunter2") && s.contains("/p"), "{s}");
+    }
+
+    #[test]
+    fn env_file_parsing() {
+        let pairs = parse_env_file(
+            "# comment\nCHAIN_ID=daon-test-1\nexport A=\"quoted # not a comment\"\nB='single'\nC=plain # comment\n\nbroken line\n",
+        );
+        assert_eq!(
+            pairs,
+            vec![
+                ("CHAIN_ID".to_string(), "daon-test-1".to_string()),
+                ("A".to_string(), "quoted # not a comment".to_string()),
+                ("B".to_string(), "single".to_string()),
+                ("C".to_string(), "plain".to_string()),
+            ]
+        );
+    }
+}

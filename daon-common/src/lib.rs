@@ -1,0 +1,18 @@
+//! daon-common: the thin shared library under every daon-ops tool — config,
+//! Docker/Compose, the process runner, HTTP, TLS, exit codes, output manners,
+//! locks and atomic files — so each tool is only its own logic.
+
+pub mod atomic;
+pub mod config;
+pub mod docker;
+pub mod error;
+pub mod exit;
+pub mod http;
+pub mod lock;
+pub mod output;
+pub mod process;
+pub mod tls;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use exit::ExitCode;
