@@ -107,7 +107,14 @@ pub fn post(agent: &ureq::Agent, url: &str) -> Result<Response> {
 }
 
 fn describe_transport(t: &ureq::Transport, elapsed: Duration) -> String {
-    let text = t.to_string();
+    // ureq's Display repeats the URL, which our message already carries.
+    let mut text = t.kind().to_string();
+    if let Some(m) = t.message() {
+        text = format!("{text}: {m}");
+    }
+    if let Some(src) = std::error::Error::source(t) {
+        text = format!("{text}: {src}");
+    }
     let lower = text.to_ascii_lowercase();
     if lower.contains("timed out") || lower.contains("timeout") || lower.contains("would block")
     {
