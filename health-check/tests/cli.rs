@@ -1,0 +1,362 @@
+//! End-to-end tests of daon-health-check: the binary against bad input, a
+//! silent server, an unreachable Docker, and the real local stack
+//! (scripts/stack up) broken on purpose in each way the issue names.
+
+use assert_cmd::Command;
+use daon_testkit as kit;
+use serde_json::Value;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The binary with a clean environment: no DAON_* from the caller's shell.
+fn hc() -> Command {
+    let mut c = Command::cargo_bin("daon-health-check").unwrap();
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DAON_") || k == "DOCKER_HOST" || k == "NO_COLOR" {
+            c.env_remove(k);
+        }
+    }
+    c.timeout(Duration::from_secs(120));
+    c
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let p = dir.join("daon.toml");
+    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+    p
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_lines(o: &std::process::Output) -> Vec<Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn check<'a>(lines: &'a [Value], name: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|v| v["type"] == "check" && v["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {lines:?}"))
+}
+
+// ---------------------------------------------------------------- no Docker
+
+#[test]
+fn help_documents_examples_and_exit_codes() {
+    let o = hc().arg("--help").output().unwrap();
+    assert!(o.status.success());
+    let s = stdout(&o);
+    for want in ["Examples:", "Exit codes", "WARNING", "CRITICAL", "UNKNOWN", "78", "DAON_CONFIG", "--prometheus-textfile"] {
+        assert!(s.contains(want), "--help lacks {want:?}:\n{s}");
+    }
+}
+
+#[test]
+fn unknown_config_key_exits_78_naming_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_config(dir.path(), "[chain]\nrpc_urll = \"http://x\"\n");
+    let o = hc().arg("--config").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("rpc_urll") && e.contains(&p.display().to_string()), "{e}");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn bad_config_value_exits_78_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_config(dir.path(), "[health]\ndisk_warn_percent = 95.0\ndisk_crit_percent = 90.0\n");
+    let o = hc().arg("--config").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("health.disk_warn_percent"), "{}", stderr(&o));
+
+    let p = write_config(dir.path(), "[docker]\ntimeout = \"forever\"\n");
+    let o = hc().arg("--config").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("forever"), "{}", stderr(&o));
+
+    let o = hc().env("DAON_CONFIG", dir.path().join("missing.toml")).output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("missing.toml"), "{}", stderr(&o));
+
+    let o = hc().arg("--config").arg(&p).env("DAON_CHAIN_MIN_PEERS", "lots").output().unwrap();
+    assert_eq!(o.status.code(), Some(78));
+}
+
+#[test]
+fn unknown_check_name_is_unknown_3_listing_the_valid_ones() {
+    let o = hc().args(["--check", "dsik", "--no-state"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let e = stderr(&o);
+    assert!(e.contains("dsik") && e.contains("containers") && e.contains("http:api"), "{e}");
+}
+
+#[test]
+fn list_shows_configured_checks() {
+    let o = hc().arg("--list").output().unwrap();
+    assert!(o.status.success());
+    let s = stdout(&o);
+    for want in ["http:api", "chain", "containers", "disk", "daon-api-2"] {
+        assert!(s.contains(want), "{s}");
+    }
+}
+
+#[test]
+fn print_config_shows_the_built_in_default_and_env_overrides() {
+    let o = hc()
+        .arg("--print-config")
+        .env("DAON_CHAIN_RPC_URL", "http://10.0.0.1:26657")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let s = stdout(&o);
+    assert!(s.contains("/opt/daon-source") && s.contains("daon-postgres"), "{s}");
+    assert!(s.contains("http://10.0.0.1:26657"), "{s}");
+    let v: toml::Value = toml::from_str(&s).unwrap_or_else(|e| panic!("print-config is not TOML: {e}\n{s}"));
+    assert_eq!(v["postgres"]["user"].as_str(), Some("daon"));
+}
+
+#[test]
+fn disk_threshold_below_usage_is_warning_1() {
+    let o = hc()
+        .args(["--check", "disk", "--no-state", "--disk-warn", "0.1", "--disk-crit", "99.9"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("WARNING"));
+}
+
+#[test]
+fn a_server_that_never_answers_fails_within_its_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/health", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_config(
+        dir.path(),
+        &format!("[[health.http]]\nname = \"silent\"\nurl = \"{url}\"\ntimeout = \"1s\"\n"),
+    );
+    let start = Instant::now();
+    let o = hc()
+        .args(["--check", "http", "--no-state", "--json", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let lines = json_lines(&o);
+    let c = check(&lines, "http:silent");
+    assert_eq!(c["status"], "critical");
+    assert!(c["summary"].as_str().unwrap().contains("no answer within"), "{c}");
+    drop(listener);
+}
+
+#[test]
+fn docker_unreachable_is_critical_with_a_message() {
+    let o = hc()
+        .args(["--check", "containers", "--no-state"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let s = stdout(&o);
+    assert!(s.contains("cannot reach the Docker daemon") && s.contains("/nonexistent/docker.sock"), "{s}");
+}
+
+#[test]
+fn quiet_prints_nothing_when_ok_and_everything_when_not() {
+    let o = hc().args(["--check", "disk", "--no-state", "--quiet", "--disk-warn", "99", "--disk-crit", "100"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stdout.is_empty());
+}
+
+// ---------------------------------------------------------------- real stack
+
+/// The binary pointed at the local stack, with its own state directory.
+fn stack_hc(stack: &kit::Stack, state: &Path) -> Command {
+    let mut c = hc();
+    c.env("DAON_CONFIG", &stack.config).env("DAON_PATHS_STATE_DIR", state);
+    c
+}
+
+#[test]
+fn stack_healthy_every_check_ok_in_all_output_formats() {
+    let Some(stack) = kit::stack("stack_healthy") else { return };
+    let _l = kit::lock();
+    let state = tempfile::tempdir().unwrap();
+    let o = stack_hc(&stack, state.path()).arg("--json").output().unwrap();
+    let lines = json_lines(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    for name in ["http:api", "chain", "containers", "disk"] {
+        assert_eq!(check(&lines, name)["status"], "ok", "{name}: {}", check(&lines, name));
+    }
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["code"], 0);
+    assert!(check(&lines, "chain")["summary"].as_str().unwrap().contains("daon-devnet-1"));
+
+    // Nagios: one status line with perfdata.
+    let o = stack_hc(&stack, state.path()).arg("--nagios").output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let first = stdout(&o).lines().next().unwrap().to_string();
+    assert!(first.starts_with("HEALTH OK - "), "{first}");
+    let perf = first.split(" | ").nth(1).unwrap();
+    assert!(perf.contains("'chain_height'=") && perf.contains("'http:api_time'="), "{perf}");
+
+    // Prometheus textfile: valid for promtool.
+    let prom = state.path().join("daon.prom");
+    let o = stack_hc(&stack, state.path()).arg("--prometheus-textfile").arg(&prom).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(text.contains("daon_health_status 0"), "{text}");
+    promtool_check(&prom);
+}
+
+fn promtool_check(path: &Path) {
+    let r = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(path).unwrap())
+        .output();
+    match r {
+        Ok(o) => assert!(
+            o.status.success(),
+            "promtool check metrics failed:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) if kit::in_ci() => panic!("promtool is required in CI (Debian package prometheus): {e}"),
+        Err(e) => eprintln!("SKIPPED promtool validation: {e}"),
+    }
+}
+
+#[test]
+fn stack_stopped_api_instance_is_critical_naming_it() {
+    let Some(stack) = kit::stack("stopped_api") else { return };
+    let _m = kit::mutate();
+    let out = kit::docker(&["stop", "-t", "2", "daon-api-2"]);
+    assert!(out.status.success());
+    let state = tempfile::tempdir().unwrap();
+    let o = stack_hc(&stack, state.path()).arg("--json").output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let lines = json_lines(&o);
+    let c = check(&lines, "containers");
+    assert_eq!(c["status"], "critical");
+    let s = c["summary"].as_str().unwrap();
+    assert!(s.contains("daon-api-2 is exited"), "{s}");
+    assert!(!s.contains("daon-api-1") && !s.contains("daon-api-3"), "{s}");
+    // Caddy routes around the stopped instance: the API itself stays OK.
+    assert_eq!(check(&lines, "http:api")["status"], "ok", "{}", check(&lines, "http:api"));
+}
+
+#[test]
+fn stack_unhealthy_api_instance_is_critical_naming_it() {
+    let Some(stack) = kit::stack("unhealthy_api") else { return };
+    let _m = kit::mutate();
+    kit::fixture_ctl("daon-api-3", "http://127.0.0.1:3000/admin/health/unhealthy");
+    kit::wait_health("daon-api-3", "unhealthy", Duration::from_secs(30));
+    let state = tempfile::tempdir().unwrap();
+    let o = stack_hc(&stack, state.path()).args(["--check", "containers"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let s = stdout(&o);
+    assert!(s.contains("daon-api-3 is unhealthy"), "{s}");
+    // "healthy" must never match "unhealthy": the others are not reported.
+    assert!(!s.contains("daon-api-1 is") && !s.contains("daon-api-2 is"), "{s}");
+}
+
+#[test]
+fn stack_stalled_chain_is_critical_on_the_next_run() {
+    let Some(stack) = kit::stack("stalled_chain") else { return };
+    let _m = kit::mutate();
+    let state = tempfile::tempdir().unwrap();
+    let run = || {
+        stack_hc(&stack, state.path())
+            .args(["--check", "chain", "--json"])
+            .env("DAON_CHAIN_STALL_AFTER", "2s")
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(first.status.code(), Some(0), "{}", stdout(&first));
+    kit::fixture_ctl("daon-blockchain", "http://127.0.0.1:26657/admin/stall");
+    let stalled_at = run();
+    assert_eq!(stalled_at.status.code(), Some(0), "{}", stdout(&stalled_at));
+    std::thread::sleep(Duration::from_millis(2500));
+    let next = run();
+    assert_eq!(next.status.code(), Some(2), "{}", stdout(&next));
+    let lines = json_lines(&next);
+    let s = check(&lines, "chain")["summary"].as_str().unwrap().to_string();
+    assert!(s.contains("stalled"), "{s}");
+}
+
+#[test]
+fn stack_wrong_chain_id_is_critical() {
+    let Some(stack) = kit::stack("wrong_chain_id") else { return };
+    let _m = kit::mutate();
+    kit::fixture_ctl("daon-blockchain", "http://127.0.0.1:26657/admin/chain-id/daon-evil-9");
+    let state = tempfile::tempdir().unwrap();
+    let o = stack_hc(&stack, state.path()).args(["--check", "chain"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let s = stdout(&o);
+    assert!(s.contains("daon-evil-9") && s.contains("daon-devnet-1"), "{s}");
+}
+
+#[test]
+fn stack_chain_status_via_daond_in_the_container() {
+    let Some(stack) = kit::stack("daond_status") else { return };
+    let _l = kit::lock();
+    let state = tempfile::tempdir().unwrap();
+    // Only the status command: the RPC URL points nowhere.
+    let o = stack_hc(&stack, state.path())
+        .args(["--check", "chain", "--json"])
+        .env("DAON_CHAIN_SOURCE", "exec")
+        .env("DAON_CHAIN_RPC_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // auto: RPC down, status from daond, reported as a warning.
+    let o = stack_hc(&stack, state.path())
+        .args(["--check", "chain", "--json"])
+        .env("DAON_CHAIN_RPC_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let lines = json_lines(&o);
+    assert!(check(&lines, "chain")["summary"].as_str().unwrap().contains("RPC unreachable"));
+}
+
+#[test]
+fn stack_https_certificate_days_are_checked() {
+    let Some(stack) = kit::stack("https_cert") else { return };
+    let _l = kit::lock();
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Caddy's internal CA issues short-lived certificates (hours): below 7 days.
+    let p = write_config(
+        dir.path(),
+        "[[health.http]]\nname = \"tls\"\nurl = \"https://localhost:18443/health\"\ninsecure = true\ncert_warn_days = 30\ncert_crit_days = 7\n",
+    );
+    let o = hc()
+        .args(["--check", "http", "--json", "--no-state", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let _ = (&stack, &state);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let lines = json_lines(&o);
+    let c = check(&lines, "http:tls");
+    assert!(c["summary"].as_str().unwrap().contains("certificate of localhost expires in"), "{c}");
+    let perf = c["perfdata"].as_array().unwrap();
+    assert!(perf.iter().any(|p| p["label"] == "http:tls_cert_days"), "{c}");
+}
