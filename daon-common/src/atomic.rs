@@ -19,7 +19,10 @@ pub fn write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| Error::io("creating a temporary file in", dir, e))?;
     tmp.write_all(data)
-        .and_then(|_| tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)))
+        .and_then(|_| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+        })
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| Error::io("writing", tmp.path().to_path_buf(), e))?;
     tmp.persist(path)

@@ -232,7 +232,10 @@ impl Default for Config {
             required: true,
         };
         let mut services = BTreeMap::new();
-        services.insert("api".into(), svc(&["daon-api-1", "daon-api-2", "daon-api-3"]));
+        services.insert(
+            "api".into(),
+            svc(&["daon-api-1", "daon-api-2", "daon-api-3"]),
+        );
         services.insert("postgres".into(), svc(&["daon-postgres"]));
         services.insert("redis".into(), svc(&["daon-redis"]));
         services.insert("blockchain".into(), svc(&["daon-blockchain"]));
@@ -386,7 +389,10 @@ impl Config {
     /// `DAON_*` overrides from the process environment.
     pub fn load(explicit: Option<&Path>) -> Result<Loaded> {
         let env: Vec<(String, String)> = std::env::vars().collect();
-        let search = [PathBuf::from("daon.toml"), PathBuf::from("/etc/daon/daon.toml")];
+        let search = [
+            PathBuf::from("daon.toml"),
+            PathBuf::from("/etc/daon/daon.toml"),
+        ];
         Self::load_with(explicit, &env, &search)
     }
 
@@ -507,7 +513,9 @@ impl Config {
             Source::File(p) => p.display().to_string(),
         };
         let bad = |key: &str, why: String| {
-            Err(Error::Config(format!("bad value for {key} in {whence}: {why}")))
+            Err(Error::Config(format!(
+                "bad value for {key} in {whence}: {why}"
+            )))
         };
         let h = &self.health;
         for (key, v) in [
@@ -539,10 +547,16 @@ impl Config {
         for (i, c) in h.http.iter().enumerate() {
             let key = format!("health.http[{i}]");
             if c.name.is_empty() {
-                return bad(&format!("{key}.name"), "every HTTP check needs a name".into());
+                return bad(
+                    &format!("{key}.name"),
+                    "every HTTP check needs a name".into(),
+                );
             }
             if !names.insert(&c.name) {
-                return bad(&format!("{key}.name"), format!("duplicate check name {:?}", c.name));
+                return bad(
+                    &format!("{key}.name"),
+                    format!("duplicate check name {:?}", c.name),
+                );
             }
             if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
                 return bad(
@@ -560,10 +574,8 @@ impl Config {
                 return bad(&format!("{key}.timeout"), "must be more than zero".into());
             }
         }
-        if !self.chain.rpc_url.is_empty()
-            && !(self.chain.rpc_url.starts_with("http://")
-                || self.chain.rpc_url.starts_with("https://"))
-        {
+        let is_url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if !self.chain.rpc_url.is_empty() && !is_url(&self.chain.rpc_url) {
             return bad(
                 "chain.rpc_url",
                 format!("{:?} is not an http:// or https:// URL", self.chain.rpc_url),
@@ -816,7 +828,10 @@ mod tests {
         assert_eq!(l.config.chain.container, "daon-blockchain");
         assert!(l.config.paths.state_dir.is_absolute());
         assert!(l.config.paths.state_dir.ends_with("state"));
-        assert_eq!(l.config.paths.backup_dir, PathBuf::from("/opt/daon-backups"));
+        assert_eq!(
+            l.config.paths.backup_dir,
+            PathBuf::from("/opt/daon-backups")
+        );
     }
 
     #[test]
@@ -834,9 +849,15 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("timeout") && msg.contains("soon"), "{msg}");
         let err = load_text("[health]\ndisk_warn_percent = 95.0\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("health.disk_warn_percent"), "{err}");
+        assert!(
+            err.to_string().contains("health.disk_warn_percent"),
+            "{err}"
+        );
         let err = load_text("[health]\ndisk_crit_percent = 150.0\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("health.disk_crit_percent"), "{err}");
+        assert!(
+            err.to_string().contains("health.disk_crit_percent"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -877,7 +898,8 @@ mod tests {
         let text = c.to_toml_redacted().unwrap();
         let back: Config = toml::from_str(&text).unwrap();
         assert_eq!(back, c);
-        let mut v: toml::Value = toml::from_str("[x]\npassword = \"hunter2\"\npassword_file = \"/p\"\n").unwrap();
+        let mut v: toml::Value =
+            toml::from_str("[x]\npassword = \"hunter2\"\npassword_file = \"/p\"\n").unwrap();
         redact(&mut v);
         let s = v.to_string();
         assert!(!s.contains("hunter2") && s.contains("/p"), "{s}");

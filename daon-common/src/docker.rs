@@ -213,9 +213,7 @@ impl Docker {
     /// Maps the CLI's complaints to our errors: daemon down (69), permission (77).
     pub fn classify(&self, err: ProcessError) -> Error {
         let text = match &err {
-            ProcessError::Spawn { source, .. }
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
+            ProcessError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 return Error::DockerUnreachable {
                     context: self.where_(),
                     detail: "the `docker` CLI is not installed (not on PATH)".into(),
@@ -260,7 +258,9 @@ impl Docker {
 
     /// Checks the daemon answers; returns its version.
     pub fn ping(&self) -> Result<String> {
-        let cmd = self.cmd().args(["version", "--format", "{{.Server.Version}}"]);
+        let cmd = self
+            .cmd()
+            .args(["version", "--format", "{{.Server.Version}}"]);
         let out = cmd.run().map_err(|e| self.classify(e))?;
         Ok(out.stdout_str().trim().to_string())
     }
@@ -293,10 +293,15 @@ impl Docker {
         }
         let missing: Vec<String> = names
             .iter()
-            .filter(|n| !found.iter().any(|c| &c.name == *n || c.id.starts_with(n.as_str())))
+            .filter(|n| {
+                !found
+                    .iter()
+                    .any(|c| &c.name == *n || c.id.starts_with(n.as_str()))
+            })
             .cloned()
             .collect();
-        if !out.success() && !missing.is_empty() && !stderr.to_ascii_lowercase().contains("no such") {
+        if !out.success() && !missing.is_empty() && !stderr.to_ascii_lowercase().contains("no such")
+        {
             // Failed for some other reason than missing containers.
             cmd.check(&out).map_err(|e| self.classify(e))?;
         }
@@ -471,7 +476,9 @@ mod tests {
             .unwrap();
         assert_eq!(e.exit_code(), crate::ExitCode::Unavailable);
         let e = d
-            .classify_stderr("permission denied while trying to connect to the Docker daemon socket")
+            .classify_stderr(
+                "permission denied while trying to connect to the Docker daemon socket",
+            )
             .unwrap();
         assert_eq!(e.exit_code(), crate::ExitCode::NoPerm);
         assert!(d.classify_stderr("Error: No such object: x").is_none());

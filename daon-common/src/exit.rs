@@ -92,7 +92,10 @@ mod tests {
             (ExitCode::Config, 78),
         ] {
             assert_eq!(code.code(), n);
-            assert!(EXIT_CODES_HELP.contains(&format!("{n:>4}  ")), "{n} undocumented");
+            assert!(
+                EXIT_CODES_HELP.contains(&format!("{n:>4}  ")),
+                "{n} undocumented"
+            );
         }
     }
 

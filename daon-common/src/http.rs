@@ -116,8 +116,7 @@ fn describe_transport(t: &ureq::Transport, elapsed: Duration) -> String {
         text = format!("{text}: {src}");
     }
     let lower = text.to_ascii_lowercase();
-    if lower.contains("timed out") || lower.contains("timeout") || lower.contains("would block")
-    {
+    if lower.contains("timed out") || lower.contains("timeout") || lower.contains("would block") {
         format!(
             "no answer within {} ({text})",
             humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64))
@@ -134,7 +133,11 @@ pub fn get_json(agent: &ureq::Agent, url: &str) -> Result<serde_json::Value> {
     if !(200..300).contains(&r.status) {
         return Err(Error::HttpProtocol {
             url: url.to_string(),
-            detail: format!("HTTP {}: {}", r.status, r.body.chars().take(200).collect::<String>()),
+            detail: format!(
+                "HTTP {}: {}",
+                r.status,
+                r.body.chars().take(200).collect::<String>()
+            ),
         });
     }
     serde_json::from_str(&r.body).map_err(|e| Error::HttpProtocol {
@@ -184,7 +187,11 @@ mod tests {
             &url,
         )
         .unwrap_err();
-        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
         assert_eq!(err.exit_code(), crate::ExitCode::Unavailable);
         drop(l);
     }

@@ -115,7 +115,8 @@ mod tests {
         let p = dir.path().join("x.lock");
         let g = acquire(&p, Duration::ZERO, "first").unwrap();
         let p2 = p.clone();
-        let t = std::thread::spawn(move || acquire(&p2, Duration::from_secs(5), "waiter").map(|_| ()));
+        let t =
+            std::thread::spawn(move || acquire(&p2, Duration::from_secs(5), "waiter").map(|_| ()));
         std::thread::sleep(Duration::from_millis(300));
         drop(g);
         t.join().unwrap().unwrap();

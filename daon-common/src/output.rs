@@ -74,7 +74,12 @@ mod tests {
     #[test]
     fn json_line_puts_type_first_and_ends_with_newline() {
         let mut buf = Vec::new();
-        json_line(&mut buf, "check", serde_json::json!({"name": "disk", "type": "ignored"})).unwrap();
+        json_line(
+            &mut buf,
+            "check",
+            serde_json::json!({"name": "disk", "type": "ignored"}),
+        )
+        .unwrap();
         let s = String::from_utf8(buf).unwrap();
         assert!(s.starts_with("{\"type\":\"check\""), "{s}");
         assert!(s.ends_with('\n'));

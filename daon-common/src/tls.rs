@@ -108,12 +108,11 @@ pub fn certificate_not_after(
     let leaf = certs
         .first()
         .ok_or_else(|| unreachable("the server sent no certificate".into()))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| {
-        Error::HttpProtocol {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| Error::HttpProtocol {
             url: format!("https://{what}"),
             detail: format!("unparsable certificate: {e}"),
-        }
-    })?;
+        })?;
     let ts = cert.validity().not_after.timestamp();
     chrono::DateTime::from_timestamp(ts, 0).ok_or_else(|| Error::HttpProtocol {
         url: format!("https://{what}"),

@@ -2,6 +2,8 @@
 //! structured answer, inspect tells missing from present, and exec streams a
 //! real pg_dump and reports a failed one with its stderr.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
 use daon_common::config::{ComposeCommand, Config};
 use daon_common::docker::{Compose, Docker, Flavor, Health};
 use daon_testkit as kit;
@@ -9,36 +11,67 @@ use std::io::Read;
 
 fn stack_config(test: &str) -> Option<Config> {
     let stack = kit::stack(test)?;
-    Some(Config::load_with(Some(&stack.config), &[], &[]).unwrap().config)
+    Some(
+        Config::load_with(Some(&stack.config), &[], &[])
+            .unwrap()
+            .config,
+    )
 }
 
 #[test]
 fn compose_v1_and_v2_list_the_same_containers() {
-    let Some(mut cfg) = stack_config("compose_v1_v2") else { return };
+    let Some(mut cfg) = stack_config("compose_v1_v2") else {
+        return;
+    };
     let _l = kit::lock();
     let docker = Docker::new(&cfg);
     let mut seen = Vec::new();
-    for (cmd, flavor) in [(ComposeCommand::V2, Flavor::V2), (ComposeCommand::V1, Flavor::V1)] {
+    for (cmd, flavor) in [
+        (ComposeCommand::V2, Flavor::V2),
+        (ComposeCommand::V1, Flavor::V1),
+    ] {
         cfg.compose.command = cmd;
         let compose = Compose::detect(&cfg, &docker).unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
         assert_eq!(compose.flavor, flavor);
-        let mut names: Vec<String> = compose.containers().unwrap().into_iter().map(|c| c.name).collect();
+        let mut names: Vec<String> = compose
+            .containers()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         names.sort();
         seen.push(names);
     }
     assert_eq!(seen[0], seen[1], "v1 and v2 disagree");
-    for want in ["daon-api-1", "daon-api-2", "daon-api-3", "daon-postgres", "daon-redis", "daon-blockchain", "daon-caddy"] {
-        assert!(seen[0].iter().any(|n| n == want), "{want} missing from {:?}", seen[0]);
+    for want in [
+        "daon-api-1",
+        "daon-api-2",
+        "daon-api-3",
+        "daon-postgres",
+        "daon-redis",
+        "daon-blockchain",
+        "daon-caddy",
+    ] {
+        assert!(
+            seen[0].iter().any(|n| n == want),
+            "{want} missing from {:?}",
+            seen[0]
+        );
     }
 }
 
 #[test]
 fn inspect_reads_health_exactly_and_reports_missing_names() {
-    let Some(cfg) = stack_config("inspect") else { return };
+    let Some(cfg) = stack_config("inspect") else {
+        return;
+    };
     let _l = kit::lock();
     let docker = Docker::new(&cfg);
     let got = docker
-        .inspect(&["daon-postgres".to_string(), "daon-no-such-container".to_string()])
+        .inspect(&[
+            "daon-postgres".to_string(),
+            "daon-no-such-container".to_string(),
+        ])
         .unwrap();
     assert_eq!(got.missing, ["daon-no-such-container"]);
     let pg = &got.found[0];
@@ -52,10 +85,15 @@ fn inspect_reads_health_exactly_and_reports_missing_names() {
 
 #[test]
 fn exec_streams_pg_dump_and_a_failed_dump_is_an_error_with_stderr() {
-    let Some(cfg) = stack_config("exec_pg_dump") else { return };
+    let Some(cfg) = stack_config("exec_pg_dump") else {
+        return;
+    };
     let docker = Docker::new(&cfg);
     let argv = |db: &str| -> Vec<String> {
-        ["pg_dump", "-U", "daon", db].iter().map(|s| s.to_string()).collect()
+        ["pg_dump", "-U", "daon", db]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     };
     let mut sql = String::new();
     docker
@@ -63,7 +101,11 @@ fn exec_streams_pg_dump_and_a_failed_dump_is_an_error_with_stderr() {
         .unwrap()
         .read_to_string(&mut sql)
         .unwrap();
-    assert!(sql.contains("PostgreSQL database dump"), "{}", &sql[..sql.len().min(300)]);
+    assert!(
+        sql.contains("PostgreSQL database dump"),
+        "{}",
+        &sql[..sql.len().min(300)]
+    );
 
     let mut buf = Vec::new();
     let err = docker

@@ -308,7 +308,11 @@ mod tests {
             job("fast", 10, 5_000, Status::Ok),
             job("warn", 50, 5_000, Status::Warning),
         ]);
-        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
         assert_eq!(r[0].name, "slow");
         assert_eq!(r[0].status, Status::Critical);
         assert!(r[0].summary.contains("timed out"));
@@ -321,8 +325,16 @@ mod tests {
         let r = CheckResult::from_items(
             "containers",
             vec![
-                Item { name: "a".into(), status: Status::Ok, message: "a ok".into() },
-                Item { name: "b".into(), status: Status::Critical, message: "b is exited".into() },
+                Item {
+                    name: "a".into(),
+                    status: Status::Ok,
+                    message: "a ok".into(),
+                },
+                Item {
+                    name: "b".into(),
+                    status: Status::Critical,
+                    message: "b is exited".into(),
+                },
             ],
             "all fine".into(),
         );

@@ -206,7 +206,9 @@ impl RunError {
 impl Settings {
     /// Merges flags over the loaded config (flags > env > file > default).
     pub fn from_cli(cli: Cli, loaded: Loaded) -> Result<Settings, RunError> {
-        let Loaded { mut config, source, .. } = loaded;
+        let Loaded {
+            mut config, source, ..
+        } = loaded;
         if let Some(t) = cli.timeout {
             if t.is_zero() {
                 return Err(RunError::Usage("--timeout must be more than zero".into()));
@@ -236,7 +238,12 @@ impl Settings {
             None if !config.chain.chain_id.is_empty() => config.chain.chain_id.clone(),
             None => config::read_env_file(&config.env_file_path())
                 .ok()
-                .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "CHAIN_ID").map(|(_, v)| v))
+                .and_then(|pairs| {
+                    pairs
+                        .into_iter()
+                        .find(|(k, _)| k == "CHAIN_ID")
+                        .map(|(_, v)| v)
+                })
                 .unwrap_or_default(),
         };
         let state_file = if cli.no_state {
@@ -296,7 +303,12 @@ pub fn plan(s: &Settings) -> Vec<Planned> {
     if !c.chain.rpc_url.is_empty() || c.chain.source != config::ChainSource::Rpc {
         out.push(Planned {
             name: "chain".into(),
-            target: format!("{} / docker exec {} {}", c.chain.rpc_url, c.chain.container, c.chain.status_command.join(" ")),
+            target: format!(
+                "{} / docker exec {} {}",
+                c.chain.rpc_url,
+                c.chain.container,
+                c.chain.status_command.join(" ")
+            ),
             timeout: c.chain.timeout * 3 + GRACE,
         });
     }
@@ -311,7 +323,13 @@ pub fn plan(s: &Settings) -> Vec<Planned> {
     if !c.health.disk_paths.is_empty() {
         out.push(Planned {
             name: "disk".into(),
-            target: c.health.disk_paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            target: c
+                .health
+                .disk_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             timeout: c.health.timeout + GRACE,
         });
     }
@@ -323,7 +341,10 @@ fn selected(plan: Vec<Planned>, only: &[String]) -> Result<Vec<Planned>, RunErro
         return Ok(plan);
     }
     for want in only {
-        if !plan.iter().any(|p| &p.name == want || p.name.split(':').next() == Some(want.as_str())) {
+        if !plan
+            .iter()
+            .any(|p| &p.name == want || p.name.split(':').next() == Some(want.as_str()))
+        {
             let names: Vec<&str> = plan.iter().map(|p| p.name.as_str()).collect();
             return Err(RunError::Usage(format!(
                 "no check named {want:?}; configured checks: {}",
@@ -333,7 +354,10 @@ fn selected(plan: Vec<Planned>, only: &[String]) -> Result<Vec<Planned>, RunErro
     }
     Ok(plan
         .into_iter()
-        .filter(|p| only.iter().any(|w| &p.name == w || p.name.split(':').next() == Some(w.as_str())))
+        .filter(|p| {
+            only.iter()
+                .any(|w| &p.name == w || p.name.split(':').next() == Some(w.as_str()))
+        })
         .collect())
 }
 
@@ -345,8 +369,12 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<u8, RunError> {
             Source::BuiltIn => "built-in default".to_string(),
             Source::File(p) => p.display().to_string(),
         };
-        write!(out, "# effective configuration (from {whence}; secrets redacted)\n{}", s.config.to_toml_redacted()?)
-            .map_err(io)?;
+        write!(
+            out,
+            "# effective configuration (from {whence}; secrets redacted)\n{}",
+            s.config.to_toml_redacted()?
+        )
+        .map_err(io)?;
         return Ok(0);
     }
     let plan = selected(plan(s), &s.only)?;
@@ -418,7 +446,12 @@ fn job_for(p: &Planned, s: &Settings, docker: &Docker, state: &Arc<Mutex<State>>
         }
         "disk" => Box::new(move || checks::disk::run(&c.health)),
         name => {
-            let h = c.health.http.iter().find(|h| format!("http:{}", h.name) == name)?.clone();
+            let h = c
+                .health
+                .http
+                .iter()
+                .find(|h| format!("http:{}", h.name) == name)?
+                .clone();
             Box::new(move || checks::http::run(&h))
         }
     };

@@ -40,8 +40,17 @@ fn ms(d: Duration) -> String {
 
 /// The human table, then a closing line.
 pub fn table(out: &mut impl Write, results: &[CheckResult], color: bool) -> io::Result<()> {
-    let width = results.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
-    writeln!(out, "{:<width$}  {:<8}  {:>7}  DETAILS", "CHECK", "STATUS", "TIME")?;
+    let width = results
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    writeln!(
+        out,
+        "{:<width$}  {:<8}  {:>7}  DETAILS",
+        "CHECK", "STATUS", "TIME"
+    )?;
     for r in results {
         let word = format!("{:<8}", r.status.word());
         writeln!(
@@ -136,16 +145,33 @@ pub fn nagios(out: &mut impl Write, results: &[CheckResult]) -> io::Result<()> {
     };
     // '|' separates perfdata: keep it out of the text.
     let summary = summary.replace('|', "/").replace('\n', " ");
-    let perf: Vec<String> = results.iter().flat_map(|r| r.perfdata.iter().map(perf_token)).collect();
-    writeln!(out, "HEALTH {} - {} | {}", all.word(), summary, perf.join(" "))?;
+    let perf: Vec<String> = results
+        .iter()
+        .flat_map(|r| r.perfdata.iter().map(perf_token))
+        .collect();
+    writeln!(
+        out,
+        "HEALTH {} - {} | {}",
+        all.word(),
+        summary,
+        perf.join(" ")
+    )?;
     for r in results {
-        writeln!(out, "[{}] {}: {}", r.status.word(), r.name, r.summary.replace('|', "/"))?;
+        writeln!(
+            out,
+            "[{}] {}: {}",
+            r.status.word(),
+            r.name,
+            r.summary.replace('|', "/")
+        )?;
     }
     Ok(())
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// node_exporter textfile-collector content (no timestamps; staleness comes
@@ -169,7 +195,12 @@ pub fn prometheus(results: &[CheckResult], elapsed: Duration) -> String {
         "Status of one check: 0 ok, 1 warning, 2 critical, 3 unknown.",
         results
             .iter()
-            .map(|r| (format!("{{check=\"{}\"}}", escape_label(&r.name)), r.status.code() as f64))
+            .map(|r| {
+                (
+                    format!("{{check=\"{}\"}}", escape_label(&r.name)),
+                    r.status.code() as f64,
+                )
+            })
             .collect(),
     );
     metric(
@@ -177,7 +208,12 @@ pub fn prometheus(results: &[CheckResult], elapsed: Duration) -> String {
         "Wall time of one check.",
         results
             .iter()
-            .map(|r| (format!("{{check=\"{}\"}}", escape_label(&r.name)), r.duration.as_secs_f64()))
+            .map(|r| {
+                (
+                    format!("{{check=\"{}\"}}", escape_label(&r.name)),
+                    r.duration.as_secs_f64(),
+                )
+            })
             .collect(),
     );
     metric(
@@ -220,10 +256,16 @@ mod tests {
 
     fn sample() -> Vec<CheckResult> {
         vec![
-            CheckResult::single("disk", Status::Ok, "/ 13% used").with_perf(vec![Perf::new("/", 13.2, "%")
-                .thresholds(Some(80.0), Some(90.0))
-                .bounds(Some(0.0), Some(100.0))]),
-            CheckResult::single("containers", Status::Critical, "daon-api-2 is exited (exit code 137) | x"),
+            CheckResult::single("disk", Status::Ok, "/ 13% used").with_perf(vec![Perf::new(
+                "/", 13.2, "%",
+            )
+            .thresholds(Some(80.0), Some(90.0))
+            .bounds(Some(0.0), Some(100.0))]),
+            CheckResult::single(
+                "containers",
+                Status::Critical,
+                "daon-api-2 is exited (exit code 137) | x",
+            ),
         ]
     }
 
@@ -241,7 +283,10 @@ mod tests {
 
     #[test]
     fn perf_token_trims_empty_trailing_fields() {
-        assert_eq!(perf_token(&Perf::new("chain_height", 42.0, "c")), "'chain_height'=42c");
+        assert_eq!(
+            perf_token(&Perf::new("chain_height", 42.0, "c")),
+            "'chain_height'=42c"
+        );
     }
 
     #[test]

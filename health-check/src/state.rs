@@ -43,7 +43,10 @@ impl State {
                 Ok(s) => (s, None),
                 Err(e) => (
                     State::default(),
-                    Some(format!("ignoring corrupt state file {}: {e}", path.display())),
+                    Some(format!(
+                        "ignoring corrupt state file {}: {e}",
+                        path.display()
+                    )),
                 ),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (State::default(), None),

@@ -2,6 +2,8 @@
 //! silent server, an unreachable Docker, and the real local stack
 //! (scripts/stack up) broken on purpose in each way the issue names.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
 use assert_cmd::Command;
 use daon_testkit as kit;
 use serde_json::Value;
@@ -24,7 +26,10 @@ fn hc() -> Command {
 
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     let p = dir.join("daon.toml");
-    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     p
 }
 
@@ -57,7 +62,16 @@ fn help_documents_examples_and_exit_codes() {
     let o = hc().arg("--help").output().unwrap();
     assert!(o.status.success());
     let s = stdout(&o);
-    for want in ["Examples:", "Exit codes", "WARNING", "CRITICAL", "UNKNOWN", "78", "DAON_CONFIG", "--prometheus-textfile"] {
+    for want in [
+        "Examples:",
+        "Exit codes",
+        "WARNING",
+        "CRITICAL",
+        "UNKNOWN",
+        "78",
+        "DAON_CONFIG",
+        "--prometheus-textfile",
+    ] {
         assert!(s.contains(want), "--help lacks {want:?}:\n{s}");
     }
 }
@@ -69,37 +83,61 @@ fn unknown_config_key_exits_78_naming_key_and_file() {
     let o = hc().arg("--config").arg(&p).output().unwrap();
     assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("rpc_urll") && e.contains(&p.display().to_string()), "{e}");
+    assert!(
+        e.contains("rpc_urll") && e.contains(&p.display().to_string()),
+        "{e}"
+    );
     assert!(o.stdout.is_empty());
 }
 
 #[test]
 fn bad_config_value_exits_78_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_config(dir.path(), "[health]\ndisk_warn_percent = 95.0\ndisk_crit_percent = 90.0\n");
+    let p = write_config(
+        dir.path(),
+        "[health]\ndisk_warn_percent = 95.0\ndisk_crit_percent = 90.0\n",
+    );
     let o = hc().arg("--config").arg(&p).output().unwrap();
     assert_eq!(o.status.code(), Some(78));
-    assert!(stderr(&o).contains("health.disk_warn_percent"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("health.disk_warn_percent"),
+        "{}",
+        stderr(&o)
+    );
 
     let p = write_config(dir.path(), "[docker]\ntimeout = \"forever\"\n");
     let o = hc().arg("--config").arg(&p).output().unwrap();
     assert_eq!(o.status.code(), Some(78));
     assert!(stderr(&o).contains("forever"), "{}", stderr(&o));
 
-    let o = hc().env("DAON_CONFIG", dir.path().join("missing.toml")).output().unwrap();
+    let o = hc()
+        .env("DAON_CONFIG", dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(78));
     assert!(stderr(&o).contains("missing.toml"), "{}", stderr(&o));
 
-    let o = hc().arg("--config").arg(&p).env("DAON_CHAIN_MIN_PEERS", "lots").output().unwrap();
+    let o = hc()
+        .arg("--config")
+        .arg(&p)
+        .env("DAON_CHAIN_MIN_PEERS", "lots")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(78));
 }
 
 #[test]
 fn unknown_check_name_is_unknown_3_listing_the_valid_ones() {
-    let o = hc().args(["--check", "dsik", "--no-state"]).output().unwrap();
+    let o = hc()
+        .args(["--check", "dsik", "--no-state"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(3));
     let e = stderr(&o);
-    assert!(e.contains("dsik") && e.contains("containers") && e.contains("http:api"), "{e}");
+    assert!(
+        e.contains("dsik") && e.contains("containers") && e.contains("http:api"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -122,16 +160,28 @@ fn print_config_shows_the_built_in_default_and_env_overrides() {
         .unwrap();
     assert!(o.status.success());
     let s = stdout(&o);
-    assert!(s.contains("/opt/daon-source") && s.contains("daon-postgres"), "{s}");
+    assert!(
+        s.contains("/opt/daon-source") && s.contains("daon-postgres"),
+        "{s}"
+    );
     assert!(s.contains("http://10.0.0.1:26657"), "{s}");
-    let v: toml::Value = toml::from_str(&s).unwrap_or_else(|e| panic!("print-config is not TOML: {e}\n{s}"));
+    let v: toml::Value =
+        toml::from_str(&s).unwrap_or_else(|e| panic!("print-config is not TOML: {e}\n{s}"));
     assert_eq!(v["postgres"]["user"].as_str(), Some("daon"));
 }
 
 #[test]
 fn disk_threshold_below_usage_is_warning_1() {
     let o = hc()
-        .args(["--check", "disk", "--no-state", "--disk-warn", "0.1", "--disk-crit", "99.9"])
+        .args([
+            "--check",
+            "disk",
+            "--no-state",
+            "--disk-warn",
+            "0.1",
+            "--disk-crit",
+            "99.9",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
@@ -159,7 +209,10 @@ fn a_server_that_never_answers_fails_within_its_timeout() {
     let lines = json_lines(&o);
     let c = check(&lines, "http:silent");
     assert_eq!(c["status"], "critical");
-    assert!(c["summary"].as_str().unwrap().contains("no answer within"), "{c}");
+    assert!(
+        c["summary"].as_str().unwrap().contains("no answer within"),
+        "{c}"
+    );
     drop(listener);
 }
 
@@ -172,12 +225,27 @@ fn docker_unreachable_is_critical_with_a_message() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     let s = stdout(&o);
-    assert!(s.contains("cannot reach the Docker daemon") && s.contains("/nonexistent/docker.sock"), "{s}");
+    assert!(
+        s.contains("cannot reach the Docker daemon") && s.contains("/nonexistent/docker.sock"),
+        "{s}"
+    );
 }
 
 #[test]
 fn quiet_prints_nothing_when_ok_and_everything_when_not() {
-    let o = hc().args(["--check", "disk", "--no-state", "--quiet", "--disk-warn", "99", "--disk-crit", "100"]).output().unwrap();
+    let o = hc()
+        .args([
+            "--check",
+            "disk",
+            "--no-state",
+            "--quiet",
+            "--disk-warn",
+            "99",
+            "--disk-crit",
+            "100",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(o.stdout.is_empty());
 }
@@ -187,37 +255,61 @@ fn quiet_prints_nothing_when_ok_and_everything_when_not() {
 /// The binary pointed at the local stack, with its own state directory.
 fn stack_hc(stack: &kit::Stack, state: &Path) -> Command {
     let mut c = hc();
-    c.env("DAON_CONFIG", &stack.config).env("DAON_PATHS_STATE_DIR", state);
+    c.env("DAON_CONFIG", &stack.config)
+        .env("DAON_PATHS_STATE_DIR", state);
     c
 }
 
 #[test]
 fn stack_healthy_every_check_ok_in_all_output_formats() {
-    let Some(stack) = kit::stack("stack_healthy") else { return };
+    let Some(stack) = kit::stack("stack_healthy") else {
+        return;
+    };
     let _l = kit::lock();
     let state = tempfile::tempdir().unwrap();
-    let o = stack_hc(&stack, state.path()).arg("--json").output().unwrap();
+    let o = stack_hc(&stack, state.path())
+        .arg("--json")
+        .output()
+        .unwrap();
     let lines = json_lines(&o);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     for name in ["http:api", "chain", "containers", "disk"] {
-        assert_eq!(check(&lines, name)["status"], "ok", "{name}: {}", check(&lines, name));
+        assert_eq!(
+            check(&lines, name)["status"],
+            "ok",
+            "{name}: {}",
+            check(&lines, name)
+        );
     }
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["code"], 0);
-    assert!(check(&lines, "chain")["summary"].as_str().unwrap().contains("daon-devnet-1"));
+    assert!(check(&lines, "chain")["summary"]
+        .as_str()
+        .unwrap()
+        .contains("daon-devnet-1"));
 
     // Nagios: one status line with perfdata.
-    let o = stack_hc(&stack, state.path()).arg("--nagios").output().unwrap();
+    let o = stack_hc(&stack, state.path())
+        .arg("--nagios")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0));
     let first = stdout(&o).lines().next().unwrap().to_string();
     assert!(first.starts_with("HEALTH OK - "), "{first}");
     let perf = first.split(" | ").nth(1).unwrap();
-    assert!(perf.contains("'chain_height'=") && perf.contains("'http:api_time'="), "{perf}");
+    assert!(
+        perf.contains("'chain_height'=") && perf.contains("'http:api_time'="),
+        "{perf}"
+    );
 
     // Prometheus textfile: valid for promtool.
     let prom = state.path().join("daon.prom");
-    let o = stack_hc(&stack, state.path()).arg("--prometheus-textfile").arg(&prom).output().unwrap();
+    let o = stack_hc(&stack, state.path())
+        .arg("--prometheus-textfile")
+        .arg(&prom)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0));
     let text = std::fs::read_to_string(&prom).unwrap();
     assert!(text.contains("daon_health_status 0"), "{text}");
@@ -236,48 +328,73 @@ fn promtool_check(path: &Path) {
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         ),
-        Err(e) if kit::in_ci() => panic!("promtool is required in CI (Debian package prometheus): {e}"),
+        Err(e) if kit::in_ci() => {
+            panic!("promtool is required in CI (Debian package prometheus): {e}")
+        }
         Err(e) => eprintln!("SKIPPED promtool validation: {e}"),
     }
 }
 
 #[test]
 fn stack_stopped_api_instance_is_critical_naming_it() {
-    let Some(stack) = kit::stack("stopped_api") else { return };
+    let Some(stack) = kit::stack("stopped_api") else {
+        return;
+    };
     let _m = kit::mutate();
     let out = kit::docker(&["stop", "-t", "2", "daon-api-2"]);
     assert!(out.status.success());
     let state = tempfile::tempdir().unwrap();
-    let o = stack_hc(&stack, state.path()).arg("--json").output().unwrap();
+    let o = stack_hc(&stack, state.path())
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     let lines = json_lines(&o);
     let c = check(&lines, "containers");
     assert_eq!(c["status"], "critical");
     let s = c["summary"].as_str().unwrap();
     assert!(s.contains("daon-api-2 is exited"), "{s}");
-    assert!(!s.contains("daon-api-1") && !s.contains("daon-api-3"), "{s}");
+    assert!(
+        !s.contains("daon-api-1") && !s.contains("daon-api-3"),
+        "{s}"
+    );
     // Caddy routes around the stopped instance: the API itself stays OK.
-    assert_eq!(check(&lines, "http:api")["status"], "ok", "{}", check(&lines, "http:api"));
+    assert_eq!(
+        check(&lines, "http:api")["status"],
+        "ok",
+        "{}",
+        check(&lines, "http:api")
+    );
 }
 
 #[test]
 fn stack_unhealthy_api_instance_is_critical_naming_it() {
-    let Some(stack) = kit::stack("unhealthy_api") else { return };
+    let Some(stack) = kit::stack("unhealthy_api") else {
+        return;
+    };
     let _m = kit::mutate();
     kit::fixture_ctl("daon-api-3", "http://127.0.0.1:3000/admin/health/unhealthy");
     kit::wait_health("daon-api-3", "unhealthy", Duration::from_secs(30));
     let state = tempfile::tempdir().unwrap();
-    let o = stack_hc(&stack, state.path()).args(["--check", "containers"]).output().unwrap();
+    let o = stack_hc(&stack, state.path())
+        .args(["--check", "containers"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     let s = stdout(&o);
     assert!(s.contains("daon-api-3 is unhealthy"), "{s}");
     // "healthy" must never match "unhealthy": the others are not reported.
-    assert!(!s.contains("daon-api-1 is") && !s.contains("daon-api-2 is"), "{s}");
+    assert!(
+        !s.contains("daon-api-1 is") && !s.contains("daon-api-2 is"),
+        "{s}"
+    );
 }
 
 #[test]
 fn stack_stalled_chain_is_critical_on_the_next_run() {
-    let Some(stack) = kit::stack("stalled_chain") else { return };
+    let Some(stack) = kit::stack("stalled_chain") else {
+        return;
+    };
     let _m = kit::mutate();
     let state = tempfile::tempdir().unwrap();
     let run = || {
@@ -296,25 +413,41 @@ fn stack_stalled_chain_is_critical_on_the_next_run() {
     let next = run();
     assert_eq!(next.status.code(), Some(2), "{}", stdout(&next));
     let lines = json_lines(&next);
-    let s = check(&lines, "chain")["summary"].as_str().unwrap().to_string();
+    let s = check(&lines, "chain")["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(s.contains("stalled"), "{s}");
 }
 
 #[test]
 fn stack_wrong_chain_id_is_critical() {
-    let Some(stack) = kit::stack("wrong_chain_id") else { return };
+    let Some(stack) = kit::stack("wrong_chain_id") else {
+        return;
+    };
     let _m = kit::mutate();
-    kit::fixture_ctl("daon-blockchain", "http://127.0.0.1:26657/admin/chain-id/daon-evil-9");
+    kit::fixture_ctl(
+        "daon-blockchain",
+        "http://127.0.0.1:26657/admin/chain-id/daon-evil-9",
+    );
     let state = tempfile::tempdir().unwrap();
-    let o = stack_hc(&stack, state.path()).args(["--check", "chain"]).output().unwrap();
+    let o = stack_hc(&stack, state.path())
+        .args(["--check", "chain"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     let s = stdout(&o);
-    assert!(s.contains("daon-evil-9") && s.contains("daon-devnet-1"), "{s}");
+    assert!(
+        s.contains("daon-evil-9") && s.contains("daon-devnet-1"),
+        "{s}"
+    );
 }
 
 #[test]
 fn stack_chain_status_via_daond_in_the_container() {
-    let Some(stack) = kit::stack("daond_status") else { return };
+    let Some(stack) = kit::stack("daond_status") else {
+        return;
+    };
     let _l = kit::lock();
     let state = tempfile::tempdir().unwrap();
     // Only the status command: the RPC URL points nowhere.
@@ -333,12 +466,17 @@ fn stack_chain_status_via_daond_in_the_container() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     let lines = json_lines(&o);
-    assert!(check(&lines, "chain")["summary"].as_str().unwrap().contains("RPC unreachable"));
+    assert!(check(&lines, "chain")["summary"]
+        .as_str()
+        .unwrap()
+        .contains("RPC unreachable"));
 }
 
 #[test]
 fn stack_https_certificate_days_are_checked() {
-    let Some(stack) = kit::stack("https_cert") else { return };
+    let Some(stack) = kit::stack("https_cert") else {
+        return;
+    };
     let _l = kit::lock();
     let state = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -356,7 +494,16 @@ fn stack_https_certificate_days_are_checked() {
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     let lines = json_lines(&o);
     let c = check(&lines, "http:tls");
-    assert!(c["summary"].as_str().unwrap().contains("certificate of localhost expires in"), "{c}");
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap()
+            .contains("certificate of localhost expires in"),
+        "{c}"
+    );
     let perf = c["perfdata"].as_array().unwrap();
-    assert!(perf.iter().any(|p| p["label"] == "http:tls_cert_days"), "{c}");
+    assert!(
+        perf.iter().any(|p| p["label"] == "http:tls_cert_days"),
+        "{c}"
+    );
 }

@@ -41,7 +41,8 @@ pub fn parse_status(text: &str) -> Result<NodeStatus, String> {
         .and_then(Value::as_str)
         .ok_or("node_info has no network")?
         .to_string();
-    let height = num(sync.get("latest_block_height")).ok_or("sync_info.latest_block_height is missing or not a number")?;
+    let height = num(sync.get("latest_block_height"))
+        .ok_or("sync_info.latest_block_height is missing or not a number")?;
     let time_s = sync
         .get("latest_block_time")
         .and_then(Value::as_str)
@@ -93,17 +94,23 @@ fn via_rpc(cfg: &ChainConfig, agent: &ureq::Agent) -> Result<NodeStatus, Error> 
 }
 
 fn via_exec(cfg: &ChainConfig, docker: &Docker) -> Result<NodeStatus, String> {
-    let cmd = docker.exec(&cfg.container, &cfg.status_command).timeout(cfg.timeout);
-    let out = cmd
-        .run()
-        .map_err(|e| docker.classify(e).to_string())?;
+    let cmd = docker
+        .exec(&cfg.container, &cfg.status_command)
+        .timeout(cfg.timeout);
+    let out = cmd.run().map_err(|e| docker.classify(e).to_string())?;
     // Older SDKs print status on stderr.
     let text = if out.stdout.iter().any(|b| !b.is_ascii_whitespace()) {
         out.stdout_str()
     } else {
         out.stderr_str()
     };
-    parse_status(&text).map_err(|e| format!("`{}` in {}: {e}", cfg.status_command.join(" "), cfg.container))
+    parse_status(&text).map_err(|e| {
+        format!(
+            "`{}` in {}: {e}",
+            cfg.status_command.join(" "),
+            cfg.container
+        )
+    })
 }
 
 /// Runs the chain check. `expected` is the chain id to insist on (config, or
@@ -124,7 +131,9 @@ pub fn run(
     };
     let mut items = Vec::new();
     let got = match cfg.source {
-        ChainSource::Rpc => via_rpc(cfg, &agent).map(Got::Rpc).map_err(|e| e.to_string()),
+        ChainSource::Rpc => via_rpc(cfg, &agent)
+            .map(Got::Rpc)
+            .map_err(|e| e.to_string()),
         ChainSource::Exec => via_exec(cfg, docker).map(|s| Got::Exec(s, String::new())),
         ChainSource::Auto => match via_rpc(cfg, &agent) {
             Ok(s) => Ok(Got::Rpc(s)),
@@ -136,7 +145,11 @@ pub fn run(
     };
     let (status, via_rpc_ok) = match got {
         Err(e) => {
-            return CheckResult::single("chain", Status::Critical, format!("chain status unavailable: {e}"))
+            return CheckResult::single(
+                "chain",
+                Status::Critical,
+                format!("chain status unavailable: {e}"),
+            )
         }
         Ok(Got::Rpc(s)) => (s, true),
         Ok(Got::Exec(s, rpc_err)) => {
@@ -144,7 +157,10 @@ pub fn run(
                 items.push(Item {
                     name: "rpc".into(),
                     status: Status::Warning,
-                    message: format!("RPC unreachable, status read with `{}`: {rpc_err}", cfg.status_command.join(" ")),
+                    message: format!(
+                        "RPC unreachable, status read with `{}`: {rpc_err}",
+                        cfg.status_command.join(" ")
+                    ),
                 });
             }
             (s, false)
@@ -158,7 +174,10 @@ pub fn run(
         items.push(Item {
             name: "network".into(),
             status: Status::Critical,
-            message: format!("node is on chain {:?}, expected {expected:?}", status.network),
+            message: format!(
+                "node is on chain {:?}, expected {expected:?}",
+                status.network
+            ),
         });
     }
     // Syncing.
@@ -172,7 +191,10 @@ pub fn run(
     // Block age.
     let age = (now - status.block_time).num_milliseconds().max(0) as f64 / 1000.0;
     let max_age = cfg.max_block_age.as_secs_f64();
-    perf.push(Perf::new("chain_block_age", (age * 10.0).round() / 10.0, "s").thresholds(None, Some(max_age)));
+    perf.push(
+        Perf::new("chain_block_age", (age * 10.0).round() / 10.0, "s")
+            .thresholds(None, Some(max_age)),
+    );
     if age > max_age {
         items.push(Item {
             name: "block_age".into(),
@@ -232,7 +254,10 @@ pub fn run(
                 let peers = num(v.get("result").unwrap_or(&v).get("n_peers"));
                 match peers {
                     Some(n) => {
-                        perf.push(Perf::new("chain_peers", n as f64, "").thresholds(None, Some(cfg.min_peers as f64)));
+                        perf.push(
+                            Perf::new("chain_peers", n as f64, "")
+                                .thresholds(None, Some(cfg.min_peers as f64)),
+                        );
                         if n < cfg.min_peers {
                             items.push(Item {
                                 name: "peers".into(),
@@ -268,7 +293,11 @@ pub fn run(
         status.network,
         status.height,
         age,
-        if expected.is_empty() { " (chain id not checked)" } else { "" }
+        if expected.is_empty() {
+            " (chain id not checked)"
+        } else {
+            ""
+        }
     );
     CheckResult::from_items("chain", items, ok).with_perf(perf)
 }
@@ -301,7 +330,9 @@ mod tests {
 
     #[test]
     fn malformed_status_says_what_is_missing() {
-        assert!(parse_status("Error: connection refused").unwrap_err().contains("not JSON"));
+        assert!(parse_status("Error: connection refused")
+            .unwrap_err()
+            .contains("not JSON"));
         let e = parse_status(r#"{"result":{"node_info":{"network":"x"},"sync_info":{"latest_block_height":"abc","latest_block_time":"2026-01-01T00:00:00Z","catching_up":false}}}"#).unwrap_err();
         assert!(e.contains("latest_block_height"), "{e}");
     }

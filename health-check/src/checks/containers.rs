@@ -27,7 +27,11 @@ pub fn run(cfg: &Config, docker: &Docker, state: &Arc<Mutex<State>>) -> CheckRes
         let Some(c) = inspected.found.iter().find(|c| &c.name == name) else {
             items.push(Item {
                 name: name.clone(),
-                status: if *required { Status::Critical } else { Status::Warning },
+                status: if *required {
+                    Status::Critical
+                } else {
+                    Status::Warning
+                },
                 message: format!("{name} ({role}) does not exist"),
             });
             continue;
@@ -54,7 +58,11 @@ pub fn run(cfg: &Config, docker: &Docker, state: &Arc<Mutex<State>>) -> CheckRes
                 Health::Healthy | Health::None => {}
             }
         } else {
-            status = if *required { Status::Critical } else { Status::Warning };
+            status = if *required {
+                Status::Critical
+            } else {
+                Status::Warning
+            };
             message = format!("{name} is {} (exit code {})", c.state, c.exit_code);
         }
         if let Some(prev) = previous.get(name) {
@@ -82,8 +90,7 @@ pub fn run(cfg: &Config, docker: &Docker, state: &Arc<Mutex<State>>) -> CheckRes
         format!("all {total} containers running, none unhealthy"),
     )
     .with_perf(vec![
-        Perf::new("containers_running", running as f64, "")
-            .bounds(Some(0.0), Some(total as f64)),
+        Perf::new("containers_running", running as f64, "").bounds(Some(0.0), Some(total as f64)),
         Perf::new("containers_unhealthy", unhealthy as f64, "").thresholds(None, Some(0.0)),
     ])
 }
@@ -93,6 +100,9 @@ fn log_suffix(log: &str) -> String {
     if line.is_empty() {
         String::new()
     } else {
-        format!(" (health check said: {})", line.chars().take(160).collect::<String>())
+        format!(
+            " (health check said: {})",
+            line.chars().take(160).collect::<String>()
+        )
     }
 }

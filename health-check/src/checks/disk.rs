@@ -21,7 +21,11 @@ pub fn usage(path: &Path) -> std::io::Result<Usage> {
     let s = rustix::fs::statvfs(path).map_err(std::io::Error::from)?;
     let used = s.f_blocks.saturating_sub(s.f_bfree);
     let denom = used + s.f_bavail;
-    let space = if denom == 0 { 0.0 } else { used as f64 * 100.0 / denom as f64 };
+    let space = if denom == 0 {
+        0.0
+    } else {
+        used as f64 * 100.0 / denom as f64
+    };
     let inodes = (s.f_files > 0)
         .then(|| (s.f_files.saturating_sub(s.f_ffree)) as f64 * 100.0 / s.f_files as f64);
     Ok(Usage {

@@ -48,7 +48,11 @@ pub fn run(cfg: &HttpCheckConfig) -> CheckResult {
                         cfg.url,
                         resp.status,
                         list(&cfg.expect_status),
-                        if snippet.is_empty() { String::new() } else { format!(": {snippet}") }
+                        if snippet.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {snippet}")
+                        }
                     ),
                 });
             }
@@ -63,7 +67,11 @@ pub fn run(cfg: &HttpCheckConfig) -> CheckResult {
                 items.push(Item {
                     name: "latency".into(),
                     status: latency,
-                    message: format!("{} took {ms} ms (limit {})", cfg.url, limit_text(cfg, latency)),
+                    message: format!(
+                        "{} took {ms} ms (limit {})",
+                        cfg.url,
+                        limit_text(cfg, latency)
+                    ),
                 });
             }
             if !cfg.json_pointer.is_empty() {
@@ -83,17 +91,29 @@ pub fn run(cfg: &HttpCheckConfig) -> CheckResult {
 }
 
 fn list(codes: &[u16]) -> String {
-    codes.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ")
+    codes
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 fn limit_text(cfg: &HttpCheckConfig, s: Status) -> String {
-    let d = if s == Status::Critical { cfg.crit_latency } else { cfg.warn_latency };
-    d.map(|d| humantime::format_duration(d).to_string()).unwrap_or_default()
+    let d = if s == Status::Critical {
+        cfg.crit_latency
+    } else {
+        cfg.warn_latency
+    };
+    d.map(|d| humantime::format_duration(d).to_string())
+        .unwrap_or_default()
 }
 
 fn json_item(cfg: &HttpCheckConfig, body: &str) -> Item {
     let (status, message) = match serde_json::from_str::<serde_json::Value>(body) {
-        Err(e) => (Status::Critical, format!("{} body is not JSON ({e})", cfg.url)),
+        Err(e) => (
+            Status::Critical,
+            format!("{} body is not JSON ({e})", cfg.url),
+        ),
         Ok(v) => match v.pointer(&cfg.json_pointer) {
             None => (
                 Status::Critical,
@@ -132,7 +152,10 @@ fn https_host_port(url: &str) -> Option<(String, u16)> {
     let authority = authority.rsplit('@').next()?;
     if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
-        let port = after.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(443);
+        let port = after
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(443);
         return Some((host.to_string(), port));
     }
     match authority.rsplit_once(':') {
@@ -157,8 +180,15 @@ fn cert_item(
             let left = not_after - chrono::Utc::now();
             let days = left.num_seconds() as f64 / 86_400.0;
             perf.push(
-                Perf::new(format!("{name}_cert_days"), (days * 10.0).round() / 10.0, "")
-                    .thresholds(Some(cfg.cert_warn_days as f64), Some(cfg.cert_crit_days as f64)),
+                Perf::new(
+                    format!("{name}_cert_days"),
+                    (days * 10.0).round() / 10.0,
+                    "",
+                )
+                .thresholds(
+                    Some(cfg.cert_warn_days as f64),
+                    Some(cfg.cert_crit_days as f64),
+                ),
             );
             let status = if days < cfg.cert_crit_days as f64 {
                 Status::Critical
@@ -189,9 +219,18 @@ mod tests {
     #[test]
     fn https_authority_parsing() {
         assert_eq!(https_host_port("http://x/"), None);
-        assert_eq!(https_host_port("https://api.daon.network/health"), Some(("api.daon.network".into(), 443)));
-        assert_eq!(https_host_port("https://localhost:18443/h?x=1"), Some(("localhost".into(), 18443)));
-        assert_eq!(https_host_port("https://[::1]:8443/"), Some(("::1".into(), 8443)));
+        assert_eq!(
+            https_host_port("https://api.daon.network/health"),
+            Some(("api.daon.network".into(), 443))
+        );
+        assert_eq!(
+            https_host_port("https://localhost:18443/h?x=1"),
+            Some(("localhost".into(), 18443))
+        );
+        assert_eq!(
+            https_host_port("https://[::1]:8443/"),
+            Some(("::1".into(), 8443))
+        );
     }
 
     #[test]

@@ -138,7 +138,9 @@ pub fn try_wait_health(container: &str, want: &str, timeout: Duration) -> Result
             return Ok(());
         }
         if start.elapsed() > timeout {
-            return Err(format!("{container} did not become {want} within {timeout:?} (it is {h:?})"));
+            return Err(format!(
+                "{container} did not become {want} within {timeout:?} (it is {h:?})"
+            ));
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -164,9 +166,21 @@ pub fn restore_stack() -> Result<(), String> {
     }
     let _ = docker(&["start", "daon-blockchain"]);
     for c in ["daon-api-1", "daon-api-2", "daon-api-3"] {
-        let _ = docker(&["exec", c, "/daon-fixture", "http", "POST", "http://127.0.0.1:3000/admin/health/ok"]);
+        let _ = docker(&[
+            "exec",
+            c,
+            "/daon-fixture",
+            "http",
+            "POST",
+            "http://127.0.0.1:3000/admin/health/ok",
+        ]);
     }
-    for path in ["admin/resume", "admin/chain-id/daon-devnet-1", "admin/catching-up/false", "admin/peers/0"] {
+    for path in [
+        "admin/resume",
+        "admin/chain-id/daon-devnet-1",
+        "admin/catching-up/false",
+        "admin/peers/0",
+    ] {
         let _ = docker(&[
             "exec",
             "daon-blockchain",
