@@ -507,3 +507,57 @@ fn stack_https_certificate_days_are_checked() {
         "{c}"
     );
 }
+
+#[test]
+fn stack_crash_loop_is_reported_when_the_restart_count_rises() {
+    let Some(stack) = kit::stack("crash_loop") else {
+        return;
+    };
+    let _m = kit::mutate();
+    let state = tempfile::tempdir().unwrap();
+    let run = || {
+        stack_hc(&stack, state.path())
+            .args(["--check", "containers", "--json"])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(first.status.code(), Some(0), "{}", stdout(&first));
+    // A real crash: kill the container's main process from the host, so the
+    // restart policy (not a person) brings it back and RestartCount rises.
+    let count = || -> u64 {
+        let o = kit::docker(&["inspect", "-f", "{{.RestartCount}}", "daon-api-1"]);
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+    };
+    let before = count();
+    let pid =
+        String::from_utf8(kit::docker(&["inspect", "-f", "{{.State.Pid}}", "daon-api-1"]).stdout)
+            .unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "could not kill pid {pid}");
+    let start = Instant::now();
+    loop {
+        let n = count();
+        if n > before && kit::health("daon-api-1") == "healthy" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "daon-api-1 was not restarted (count {n}, before {before})"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let next = run();
+    assert_eq!(next.status.code(), Some(1), "{}", stdout(&next));
+    let lines = json_lines(&next);
+    let s = check(&lines, "containers")["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(s.contains("daon-api-1") && s.contains("crash loop"), "{s}");
+    // The run after that has nothing new to report.
+    assert_eq!(run().status.code(), Some(0));
+}
