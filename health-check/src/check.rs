@@ -82,6 +82,10 @@ pub struct Perf {
     /// Maximum possible value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
+    /// True when the thresholds are minimums (alert when the value is
+    /// *below* them, Nagios range `N:`), as for peers or certificate days.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub alert_below: bool,
 }
 
 impl Perf {
@@ -95,12 +99,20 @@ impl Perf {
             crit: None,
             min: None,
             max: None,
+            alert_below: false,
         }
     }
     /// Adds thresholds.
     pub fn thresholds(mut self, warn: Option<f64>, crit: Option<f64>) -> Perf {
         self.warn = warn;
         self.crit = crit;
+        self
+    }
+    /// Adds thresholds that are minimums (alert below them).
+    pub fn minimums(mut self, warn: Option<f64>, crit: Option<f64>) -> Perf {
+        self.warn = warn;
+        self.crit = crit;
+        self.alert_below = true;
         self
     }
     /// Adds bounds.

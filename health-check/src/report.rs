@@ -113,13 +113,16 @@ fn num(v: f64) -> String {
 /// One perfdata token: `'label'=value[uom];warn;crit;min;max`.
 pub fn perf_token(p: &Perf) -> String {
     let label = p.label.replace('\'', "\"").replace('=', "_");
+    // Nagios ranges: "N" alerts above N, "N:" alerts below N.
+    let below = if p.alert_below { ":" } else { "" };
     let opt = |v: Option<f64>| v.map(num).unwrap_or_default();
+    let thr = |v: Option<f64>| v.map(|v| format!("{}{below}", num(v))).unwrap_or_default();
     let mut s = format!(
         "'{label}'={}{};{};{};{};{}",
         num(p.value),
         p.uom,
-        opt(p.warn),
-        opt(p.crit),
+        thr(p.warn),
+        thr(p.crit),
         opt(p.min),
         opt(p.max)
     );
@@ -279,6 +282,12 @@ mod tests {
             first,
             "HEALTH CRITICAL - containers: daon-api-2 is exited (exit code 137) / x | '/'=13.2%;80;90;0;100"
         );
+    }
+
+    #[test]
+    fn minimum_thresholds_use_the_nagios_lower_bound_range() {
+        let p = Perf::new("cert_days", 12.5, "").minimums(Some(30.0), Some(7.0));
+        assert_eq!(perf_token(&p), "'cert_days'=12.5;30:;7:");
     }
 
     #[test]
