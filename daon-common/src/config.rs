@@ -43,6 +43,8 @@ pub struct Config {
     pub paths: PathsConfig,
     /// Health-check thresholds and extra checks.
     pub health: HealthConfig,
+    /// Backup sets (daon-backup, daon-restore).
+    pub backup: BackupConfig,
 }
 
 /// The Compose project the stack runs as.
@@ -194,6 +196,89 @@ pub struct HealthConfig {
     pub inode_crit_percent: f64,
 }
 
+/// Backup sets: how they are made, kept and drilled (daon-backup, daon-restore).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// `zstd` (multi-threaded, the default) or `gzip` (`.tar.gz`, for old tools).
+    pub compression: Compression,
+    /// zstd level (1 fastest .. 19); 3 is zstd's own default.
+    pub zstd_level: i32,
+    /// Compression threads; 0 means one per core.
+    pub threads: u32,
+    /// Where the chain data is read from: `auto` (the volume's host path when
+    /// readable, else a helper container), `host`, `exec` (tar inside the node
+    /// container) or `helper` (tar in a throwaway container with the volume).
+    pub chain_source: ChainDataSource,
+    /// Image of the helper container (needs `tar`).
+    pub helper_image: String,
+    /// More files for the config archive, relative to `compose.project_dir`
+    /// (the compose files and the `.env` are always included).
+    pub config_files: Vec<PathBuf>,
+    /// Services stopped while their data is archived, restarted afterwards.
+    pub stop: Vec<String>,
+    /// How long a run waits for another backup or restore to finish.
+    #[serde(with = "duration")]
+    pub lock_wait: Duration,
+    /// Prune: keep this many newest sets.
+    pub keep_last: u32,
+    /// Prune: keep the newest set of each of this many days.
+    pub keep_daily: u32,
+    /// Prune: keep the newest set of each of this many ISO weeks.
+    pub keep_weekly: u32,
+    /// Prune: keep the newest set of each of this many months.
+    pub keep_monthly: u32,
+    /// PostgreSQL image for `daon-restore drill` (same major version as the server).
+    pub drill_image: String,
+    /// Entry point for the drill container; empty: the image's own.
+    pub drill_entrypoint: Vec<String>,
+}
+
+/// Compression of backup artifacts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Zstandard (`.zst`), multi-threaded.
+    Zstd,
+    /// gzip (`.gz`).
+    Gzip,
+}
+
+/// Where the chain data volume is read from (and restored to).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainDataSource {
+    /// The volume's host path when readable, else a helper container.
+    Auto,
+    /// The volume's host path (`docker volume inspect` Mountpoint).
+    Host,
+    /// `tar` inside the chain node's container.
+    Exec,
+    /// `tar` in a throwaway container that mounts the volume.
+    Helper,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            compression: Compression::Zstd,
+            zstd_level: 3,
+            threads: 0,
+            chain_source: ChainDataSource::Auto,
+            helper_image: "alpine".into(),
+            config_files: Vec::new(),
+            stop: Vec::new(),
+            lock_wait: Duration::ZERO,
+            keep_last: 1,
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 6,
+            drill_image: "postgres:15".into(),
+            drill_entrypoint: Vec::new(),
+        }
+    }
+}
+
 /// One HTTP endpoint check.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -249,6 +334,7 @@ impl Default for Config {
             volumes: VolumesConfig::default(),
             paths: PathsConfig::default(),
             health: HealthConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
