@@ -45,6 +45,45 @@ pub struct Config {
     pub health: HealthConfig,
     /// Backup sets (daon-backup, daon-restore).
     pub backup: BackupConfig,
+    /// Where notifications go (email, webhook, dead-man pings).
+    pub notify: crate::notify::NotifyConfig,
+    /// When the health check alerts (with `--alert`).
+    pub alerts: AlertsConfig,
+    /// Rolling deploys of the API instances (daon-rolling-deploy).
+    pub deploy: DeployConfig,
+}
+
+/// Alerting policy of `daon-health-check --alert`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Consecutive failed runs before a check alerts.
+    pub failure_threshold: u32,
+    /// Consecutive good runs before an alerting check is RESOLVED.
+    pub success_threshold: u32,
+    /// While still failing, remind at most this often.
+    #[serde(with = "duration")]
+    pub reminder_interval: Duration,
+    /// Runs looked at for flapping.
+    pub flap_window: u32,
+    /// OK/failed changes within `flap_window` runs that make a check flapping.
+    pub flap_changes: u32,
+    /// Windows when alerts are muted, e.g. `"Sun 03:00-04:00 Europe/Berlin"`.
+    #[serde(with = "crate::window::serde_list")]
+    pub maintenance: Vec<crate::window::Window>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            failure_threshold: 2,
+            success_threshold: 1,
+            reminder_interval: Duration::from_secs(3600),
+            flap_window: 10,
+            flap_changes: 4,
+            maintenance: Vec::new(),
+        }
+    }
 }
 
 /// The Compose project the stack runs as.
@@ -335,6 +374,9 @@ impl Default for Config {
             paths: PathsConfig::default(),
             health: HealthConfig::default(),
             backup: BackupConfig::default(),
+            notify: crate::notify::NotifyConfig::default(),
+            alerts: AlertsConfig::default(),
+            deploy: DeployConfig::default(),
         }
     }
 }
@@ -412,6 +454,55 @@ impl Default for PathsConfig {
             secrets_dir: "/opt/daon/secrets".into(),
             state_dir: "/var/lib/daon-ops".into(),
             lock_dir: "/run/lock/daon-ops".into(),
+        }
+    }
+}
+
+/// How daon-rolling-deploy replaces the instances of a service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Service role (a key of `services`) whose containers are replaced.
+    pub service: String,
+    /// Compose variable holding the image tag in the compose file
+    /// (`image: daon-api:${DAON_API_TAG:-latest}`); set for each `compose up`.
+    pub image_env: String,
+    /// Caddy admin API used to drain an instance before it is replaced;
+    /// empty: no draining (Caddy's own health checks must cope).
+    pub caddy_admin_url: String,
+    /// Port the instances listen on (Caddy dials `<container>:<port>`).
+    pub upstream_port: u16,
+    /// The application through the load balancer, checked after a deploy.
+    pub health_url: String,
+    /// Also check the chain status after a deploy.
+    pub verify_chain: bool,
+    /// Watch each new instance this long after it turned healthy.
+    #[serde(with = "duration")]
+    pub monitor: Duration,
+    /// Least time to wait for an instance to become healthy; extended to the
+    /// container's own start period plus its retries when that is longer.
+    #[serde(with = "duration")]
+    pub health_timeout: Duration,
+    /// Most time to wait for in-flight requests of a drained instance.
+    #[serde(with = "duration")]
+    pub drain_timeout: Duration,
+    /// Image versions kept for rollback; older ones are removed (0: keep all).
+    pub keep_images: usize,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            service: "api".into(),
+            image_env: "DAON_API_TAG".into(),
+            caddy_admin_url: "http://127.0.0.1:2019".into(),
+            upstream_port: 3000,
+            health_url: "https://api.daon.network/health".into(),
+            verify_chain: true,
+            monitor: Duration::from_secs(10),
+            health_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            keep_images: 5,
         }
     }
 }
@@ -667,6 +758,16 @@ impl Config {
                 format!("{:?} is not an http:// or https:// URL", self.chain.rpc_url),
             );
         }
+        let a = &self.alerts;
+        if a.failure_threshold == 0 || a.success_threshold == 0 {
+            return bad("alerts.failure_threshold", "thresholds must be at least 1".into());
+        }
+        if a.flap_changes < 2 || a.flap_window < a.flap_changes {
+            return bad(
+                "alerts.flap_changes",
+                "must be at least 2 and at most alerts.flap_window".into(),
+            );
+        }
         if self.chain.status_command.is_empty() && self.chain.source != ChainSource::Rpc {
             return bad("chain.status_command", "must not be empty".into());
         }
@@ -763,11 +864,11 @@ fn redact(v: &mut toml::Value) {
     if let toml::Value::Table(t) = v {
         for (k, child) in t.iter_mut() {
             let k = k.to_ascii_lowercase();
-            let secretish = ["password", "token", "secret", "api_key"]
+            let secretish = ["password", "token", "secret", "api_key", "webhook_url", "ping_url"]
                 .iter()
                 .any(|s| k.contains(s))
                 && !(k.ends_with("_file") || k.ends_with("_env") || k.ends_with("_dir"));
-            if secretish && child.is_str() {
+            if secretish && child.as_str().is_some_and(|v| !v.is_empty()) {
                 *child = toml::Value::String("<redacted>".into());
             } else {
                 redact(child);

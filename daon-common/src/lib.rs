@@ -9,9 +9,11 @@ pub mod error;
 pub mod exit;
 pub mod http;
 pub mod lock;
+pub mod notify;
 pub mod output;
 pub mod process;
 pub mod tls;
+pub mod window;
 
 pub use config::Config;
 pub use error::{Error, Result};

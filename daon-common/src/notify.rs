@@ -1,0 +1,526 @@
+//! Notifications every tool can send: email (SMTP via lettre), a webhook that
+//! Slack- and Discord-style receivers accept, and healthchecks.io-style pings
+//! (a dead-man's switch for cron jobs). Delivery never changes a tool's exit
+//! code: failures are reported on stderr, retried briefly, and an undelivered
+//! message is kept on disk and re-sent by the next run.
+
+use crate::atomic;
+use crate::config::duration;
+use crate::error::{Error, Result};
+use crate::http::{self, AgentOptions};
+use lettre::message::{header::ContentType, Mailbox};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{SmtpTransport, Transport};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `[notify]`: where messages go. Secrets are not here: the SMTP password
+/// comes from `DAON_SMTP_PASSWORD` or `smtp_password_file` (mode 0600).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Recipients; empty disables email.
+    pub email_to: Vec<String>,
+    /// Sender; empty means `daon-ops@<hostname>`.
+    pub email_from: String,
+    /// SMTP server.
+    pub smtp_host: String,
+    /// SMTP port (587 STARTTLS, 465 TLS, 25 none).
+    pub smtp_port: u16,
+    /// `starttls`, `tls` or `none`.
+    pub smtp_security: SmtpSecurity,
+    /// SMTP user; empty for no authentication.
+    pub smtp_user: String,
+    /// File holding the SMTP password (must not be group/world-readable).
+    pub smtp_password_file: PathBuf,
+    /// Webhook URL (it often embeds a token: redacted in --print-config).
+    pub webhook_url: String,
+    /// healthchecks.io-style ping URL (`https://hc-ping.com/<uuid>`); redacted.
+    pub ping_url: String,
+    /// Timeout for one delivery attempt.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Extra attempts after a failed delivery.
+    pub retries: u32,
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required).
+    Starttls,
+    /// TLS from the start (SMTPS).
+    Tls,
+    /// No encryption (loopback relays only).
+    None,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            email_to: Vec::new(),
+            email_from: String::new(),
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_security: SmtpSecurity::Starttls,
+            smtp_user: String::new(),
+            smtp_password_file: PathBuf::new(),
+            webhook_url: String::new(),
+            ping_url: String::new(),
+            timeout: Duration::from_secs(10),
+            retries: 2,
+        }
+    }
+}
+
+/// One notification.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Message {
+    /// Tool that sends it (`daon-health-check`).
+    pub tool: String,
+    /// Event kind (`alert`, `resolved`, `reminder`, `flapping`, `success`, `failure`).
+    pub event: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body: what failed, since when, what to run next.
+    pub body: String,
+    /// Structured fields for webhook consumers.
+    pub fields: serde_json::Value,
+}
+
+/// A delivery channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// SMTP.
+    Email,
+    /// HTTP POST.
+    Webhook,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    message: Message,
+    channels: Vec<Channel>,
+}
+
+/// Sends messages on the configured channels and keeps undelivered ones.
+pub struct Notifier {
+    cfg: NotifyConfig,
+    pending_dir: PathBuf,
+    password: Option<String>,
+}
+
+/// What a send achieved.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Channels that took the message.
+    pub delivered: Vec<Channel>,
+    /// Channel failures (already reported on stderr).
+    pub failed: Vec<(Channel, String)>,
+}
+
+impl Notifier {
+    /// A notifier; undelivered messages are kept under `state_dir/notify-pending`.
+    pub fn new(cfg: &NotifyConfig, state_dir: &Path) -> Result<Notifier> {
+        let password = match std::env::var("DAON_SMTP_PASSWORD") {
+            Ok(p) if !p.is_empty() => Some(p),
+            _ if !cfg.smtp_password_file.as_os_str().is_empty() => {
+                Some(read_secret_file(&cfg.smtp_password_file)?)
+            }
+            _ => None,
+        };
+        Ok(Notifier {
+            cfg: cfg.clone(),
+            pending_dir: state_dir.join("notify-pending"),
+            password,
+        })
+    }
+
+    /// True when at least one message channel is configured.
+    pub fn enabled(&self) -> bool {
+        !self.channels().is_empty()
+    }
+
+    fn channels(&self) -> Vec<Channel> {
+        let mut c = Vec::new();
+        if !self.cfg.email_to.is_empty() && !self.cfg.smtp_host.is_empty() {
+            c.push(Channel::Email);
+        }
+        if !self.cfg.webhook_url.is_empty() {
+            c.push(Channel::Webhook);
+        }
+        c
+    }
+
+    /// Re-sends messages a previous run could not deliver; returns how many
+    /// went out.
+    pub fn flush_pending(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.pending_dir) else {
+            return 0;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        let mut sent = 0;
+        for f in files {
+            let Ok(p) = std::fs::read(&f).map_err(|_| ()).and_then(|b| {
+                serde_json::from_slice::<Pending>(&b).map_err(|_| ())
+            }) else {
+                continue;
+            };
+            let out = self.deliver(&p.message, &p.channels);
+            if out.failed.is_empty() {
+                let _ = std::fs::remove_file(&f);
+                sent += 1;
+            } else {
+                let still = Pending {
+                    message: p.message,
+                    channels: out.failed.iter().map(|(c, _)| *c).collect(),
+                };
+                if let Ok(b) = serde_json::to_vec(&still) {
+                    let _ = atomic::write(&f, &b, 0o600);
+                }
+            }
+        }
+        sent
+    }
+
+    /// Sends `msg` on every configured channel. Failures are printed on
+    /// stderr and the message is kept for the next run.
+    pub fn send(&self, msg: &Message) -> Outcome {
+        let out = self.deliver(msg, &self.channels());
+        if !out.failed.is_empty() {
+            let p = Pending {
+                message: msg.clone(),
+                channels: out.failed.iter().map(|(c, _)| *c).collect(),
+            };
+            let name = format!(
+                "{}-{}.json",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ"),
+                std::process::id()
+            );
+            let path = self.pending_dir.join(name);
+            match serde_json::to_vec(&p) {
+                Ok(b) => {
+                    if let Err(e) = atomic::write(&path, &b, 0o600) {
+                        eprintln!("{}: warning: could not keep the undelivered message: {e}", msg.tool);
+                    } else {
+                        eprintln!("{}: the message will be re-sent by the next run ({})", msg.tool, path.display());
+                    }
+                }
+                Err(e) => eprintln!("{}: warning: {e}", msg.tool),
+            }
+        }
+        out
+    }
+
+    fn deliver(&self, msg: &Message, channels: &[Channel]) -> Outcome {
+        let mut out = Outcome::default();
+        for &ch in channels {
+            let mut last = String::new();
+            let mut ok = false;
+            for attempt in 0..=self.cfg.retries {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
+                }
+                let r = match ch {
+                    Channel::Email => self.email(msg),
+                    Channel::Webhook => self.webhook(msg),
+                };
+                match r {
+                    Ok(()) => {
+                        ok = true;
+                        break;
+                    }
+                    Err(e) => last = self.scrub(&e.to_string()),
+                }
+            }
+            if ok {
+                out.delivered.push(ch);
+            } else {
+                eprintln!("{}: warning: {ch:?} notification not delivered: {last}", msg.tool);
+                out.failed.push((ch, last));
+            }
+        }
+        out
+    }
+
+    /// Removes the SMTP password from any text that might echo it.
+    fn scrub(&self, text: &str) -> String {
+        match &self.password {
+            Some(p) if !p.is_empty() => text.replace(p.as_str(), "<redacted>"),
+            _ => text.to_string(),
+        }
+    }
+
+    fn email(&self, msg: &Message) -> Result<()> {
+        let c = &self.cfg;
+        let from = if c.email_from.is_empty() {
+            format!("daon-ops@{}", crate::lock::hostname())
+        } else {
+            c.email_from.clone()
+        };
+        let parse = |a: &str| {
+            a.parse::<Mailbox>()
+                .map_err(|e| Error::Config(format!("bad email address {a:?} in [notify]: {e}")))
+        };
+        let mut b = lettre::Message::builder()
+            .from(parse(&from)?)
+            .subject(&msg.subject)
+            .header(ContentType::TEXT_PLAIN);
+        for to in &c.email_to {
+            b = b.to(parse(to)?);
+        }
+        let email = b
+            .body(msg.body.clone())
+            .map_err(|e| Error::Internal(format!("building the email: {e}")))?;
+        let unreachable = |detail: String| Error::HttpUnreachable {
+            url: format!("smtp://{}:{}", c.smtp_host, c.smtp_port),
+            detail,
+        };
+        let builder = match c.smtp_security {
+            SmtpSecurity::Tls => SmtpTransport::relay(&c.smtp_host).map_err(|e| unreachable(e.to_string()))?,
+            SmtpSecurity::Starttls => {
+                SmtpTransport::starttls_relay(&c.smtp_host).map_err(|e| unreachable(e.to_string()))?
+            }
+            SmtpSecurity::None => SmtpTransport::builder_dangerous(&c.smtp_host),
+        };
+        let mut builder = builder.port(c.smtp_port).timeout(Some(c.timeout));
+        if !c.smtp_user.is_empty() {
+            builder = builder.credentials(Credentials::new(
+                c.smtp_user.clone(),
+                self.password.clone().unwrap_or_default(),
+            ));
+        }
+        builder
+            .build()
+            .send(&email)
+            .map(|_| ())
+            .map_err(|e| unreachable(e.to_string()))
+    }
+
+    fn webhook(&self, msg: &Message) -> Result<()> {
+        let agent = http::agent(AgentOptions {
+            timeout: self.cfg.timeout,
+            ..AgentOptions::default()
+        })?;
+        let text = format!("{}\n\n{}", msg.subject, msg.body);
+        let payload = serde_json::json!({
+            "text": text,       // Slack, Mattermost, Rocket.Chat
+            "content": text,    // Discord
+            "tool": msg.tool,
+            "event": msg.event,
+            "subject": msg.subject,
+            "host": crate::lock::hostname(),
+            "fields": msg.fields,
+        });
+        let url = &self.cfg.webhook_url;
+        let redacted = redact_url(url);
+        match agent.post(url).send_json(payload) {
+            Ok(_) => Ok(()),
+            Err(ureq::Error::Status(code, _)) => Err(Error::HttpProtocol {
+                url: redacted,
+                detail: format!("HTTP {code}"),
+            }),
+            Err(ureq::Error::Transport(t)) => Err(Error::HttpUnreachable {
+                url: redacted,
+                detail: t.kind().to_string(),
+            }),
+        }
+    }
+}
+
+/// A healthchecks.io-style run: `start` pings `<url>/start?rid=<id>`, `end`
+/// pings `<url>/<exit code>?rid=<id>` with the output's last lines as body.
+pub struct Ping {
+    url: String,
+    rid: String,
+    timeout: Duration,
+}
+
+impl Ping {
+    /// Starts a run (sends the start ping) when `cfg.ping_url` is set.
+    pub fn start(cfg: &NotifyConfig, tool: &str) -> Option<Ping> {
+        if cfg.ping_url.is_empty() {
+            return None;
+        }
+        let p = Ping {
+            url: cfg.ping_url.trim_end_matches('/').to_string(),
+            rid: uuid_v4(),
+            timeout: cfg.timeout,
+        };
+        p.send(&format!("{}/start?rid={}", p.url, p.rid), "", tool);
+        Some(p)
+    }
+
+    /// Ends the run with its exit code and the tail of its output.
+    pub fn end(&self, code: u8, output_tail: &str, tool: &str) {
+        self.send(&format!("{}/{code}?rid={}", self.url, self.rid), output_tail, tool);
+    }
+
+    fn send(&self, url: &str, body: &str, tool: &str) {
+        let Ok(agent) = http::agent(AgentOptions {
+            timeout: self.timeout,
+            ..AgentOptions::default()
+        }) else {
+            return;
+        };
+        let mut last = String::new();
+        for attempt in 0..3u64 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(300 * attempt));
+            }
+            match agent.post(url).send_string(body) {
+                Ok(_) => return,
+                Err(ureq::Error::Status(code, _)) => last = format!("HTTP {code}"),
+                Err(ureq::Error::Transport(t)) => last = t.kind().to_string(),
+            }
+        }
+        eprintln!("{tool}: warning: ping to {} failed: {last}", redact_url(url));
+    }
+}
+
+/// `scheme://host/…` with the path hidden: ping and webhook URLs carry their
+/// secret in the path.
+pub fn redact_url(url: &str) -> String {
+    match url.find("://").map(|i| i + 3) {
+        Some(i) => {
+            let host_end = url[i..].find('/').map(|j| i + j).unwrap_or(url.len());
+            let host = &url[i..host_end];
+            let host = host.rsplit('@').next().unwrap_or(host);
+            format!("{}{host}/…", &url[..i])
+        }
+        None => "<url>".into(),
+    }
+}
+
+fn uuid_v4() -> String {
+    let mut b = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+            ^ u128::from(std::process::id());
+        b = n.to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Reads a secret from a file that only its owner may read.
+pub fn read_secret_file(path: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("reading secret file", path, e))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(Error::Config(format!(
+            "{} is readable by group or others (mode {:o}); run `chmod 600 {}`",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        )));
+    }
+    let s = std::fs::read_to_string(path).map_err(|e| Error::io("reading secret file", path, e))?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn uuid_is_v4_shaped() {
+        let u = uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(u, uuid_v4());
+    }
+
+    #[test]
+    fn urls_are_redacted_past_the_host() {
+        assert_eq!(redact_url("https://hooks.slack.com/services/T0/B0/secret"), "https://hooks.slack.com/…");
+        assert_eq!(redact_url("https://u:p@hc-ping.com/uuid/start"), "https://hc-ping.com/…");
+    }
+
+    #[test]
+    fn secret_file_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "hunter2\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret_file(&p).unwrap_err();
+        assert!(e.to_string().contains("chmod 600") && !e.to_string().contains("hunter2"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_file(&p).unwrap(), "hunter2");
+    }
+
+    fn msg() -> Message {
+        Message {
+            tool: "daon-test".into(),
+            event: "alert".into(),
+            subject: "[DAON] test".into(),
+            body: "body".into(),
+            fields: serde_json::json!({"k": 1}),
+        }
+    }
+
+    #[test]
+    fn webhook_failure_is_kept_and_resent_by_flush() {
+        let state = tempfile::tempdir().unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l); // nothing listens: delivery fails
+        let cfg = NotifyConfig {
+            webhook_url: format!("http://{addr}/hook/secret-token"),
+            retries: 0,
+            timeout: Duration::from_secs(2),
+            ..NotifyConfig::default()
+        };
+        let n = Notifier::new(&cfg, state.path()).unwrap();
+        let out = n.send(&msg());
+        assert_eq!(out.failed.len(), 1);
+        assert!(!out.failed[0].1.contains("secret-token"), "{:?}", out.failed);
+        assert_eq!(std::fs::read_dir(state.path().join("notify-pending")).unwrap().count(), 1);
+
+        // Now a receiver listens on the same address: the next run delivers.
+        let l = TcpListener::bind(addr).unwrap();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; len];
+            std::io::Read::read_exact(&mut r, &mut body).unwrap();
+            (&s).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+            String::from_utf8(body).unwrap()
+        });
+        assert_eq!(n.flush_pending(), 1);
+        let body: serde_json::Value = serde_json::from_str(&t.join().unwrap()).unwrap();
+        assert_eq!(body["text"], "[DAON] test\n\nbody");
+        assert_eq!(body["content"], body["text"]);
+        assert_eq!(body["fields"]["k"], 1);
+        assert_eq!(std::fs::read_dir(state.path().join("notify-pending")).unwrap().count(), 0);
+    }
+}
