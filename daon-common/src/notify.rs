@@ -156,7 +156,8 @@ impl Notifier {
     }
 
     /// Re-sends messages a previous run could not deliver; returns how many
-    /// went out.
+    /// went out on at least one channel (a channel that still fails keeps its
+    /// copy for the next run).
     pub fn flush_pending(&self) -> usize {
         let Ok(entries) = std::fs::read_dir(&self.pending_dir) else {
             return 0;
@@ -168,15 +169,18 @@ impl Notifier {
         files.sort();
         let mut sent = 0;
         for f in files {
-            let Ok(p) = std::fs::read(&f).map_err(|_| ()).and_then(|b| {
-                serde_json::from_slice::<Pending>(&b).map_err(|_| ())
-            }) else {
+            let Ok(p) = std::fs::read(&f)
+                .map_err(|_| ())
+                .and_then(|b| serde_json::from_slice::<Pending>(&b).map_err(|_| ()))
+            else {
                 continue;
             };
             let out = self.deliver(&p.message, &p.channels);
+            if !out.delivered.is_empty() {
+                sent += 1;
+            }
             if out.failed.is_empty() {
                 let _ = std::fs::remove_file(&f);
-                sent += 1;
             } else {
                 let still = Pending {
                     message: p.message,
@@ -208,9 +212,16 @@ impl Notifier {
             match serde_json::to_vec(&p) {
                 Ok(b) => {
                     if let Err(e) = atomic::write(&path, &b, 0o600) {
-                        eprintln!("{}: warning: could not keep the undelivered message: {e}", msg.tool);
+                        eprintln!(
+                            "{}: warning: could not keep the undelivered message: {e}",
+                            msg.tool
+                        );
                     } else {
-                        eprintln!("{}: the message will be re-sent by the next run ({})", msg.tool, path.display());
+                        eprintln!(
+                            "{}: the message will be re-sent by the next run ({})",
+                            msg.tool,
+                            path.display()
+                        );
                     }
                 }
                 Err(e) => eprintln!("{}: warning: {e}", msg.tool),
@@ -243,7 +254,10 @@ impl Notifier {
             if ok {
                 out.delivered.push(ch);
             } else {
-                eprintln!("{}: warning: {ch:?} notification not delivered: {last}", msg.tool);
+                eprintln!(
+                    "{}: warning: {ch:?} notification not delivered: {last}",
+                    msg.tool
+                );
                 out.failed.push((ch, last));
             }
         }
@@ -284,10 +298,11 @@ impl Notifier {
             detail,
         };
         let builder = match c.smtp_security {
-            SmtpSecurity::Tls => SmtpTransport::relay(&c.smtp_host).map_err(|e| unreachable(e.to_string()))?,
-            SmtpSecurity::Starttls => {
-                SmtpTransport::starttls_relay(&c.smtp_host).map_err(|e| unreachable(e.to_string()))?
+            SmtpSecurity::Tls => {
+                SmtpTransport::relay(&c.smtp_host).map_err(|e| unreachable(e.to_string()))?
             }
+            SmtpSecurity::Starttls => SmtpTransport::starttls_relay(&c.smtp_host)
+                .map_err(|e| unreachable(e.to_string()))?,
             SmtpSecurity::None => SmtpTransport::builder_dangerous(&c.smtp_host),
         };
         let mut builder = builder.port(c.smtp_port).timeout(Some(c.timeout));
@@ -360,7 +375,11 @@ impl Ping {
 
     /// Ends the run with its exit code and the tail of its output.
     pub fn end(&self, code: u8, output_tail: &str, tool: &str) {
-        self.send(&format!("{}/{code}?rid={}", self.url, self.rid), output_tail, tool);
+        self.send(
+            &format!("{}/{code}?rid={}", self.url, self.rid),
+            output_tail,
+            tool,
+        );
     }
 
     fn send(&self, url: &str, body: &str, tool: &str) {
@@ -381,7 +400,10 @@ impl Ping {
                 Err(ureq::Error::Transport(t)) => last = t.kind().to_string(),
             }
         }
-        eprintln!("{tool}: warning: ping to {} failed: {last}", redact_url(url));
+        eprintln!(
+            "{tool}: warning: ping to {} failed: {last}",
+            redact_url(url)
+        );
     }
 }
 
@@ -415,7 +437,14 @@ fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Reads a secret from a file that only its owner may read.
@@ -451,8 +480,14 @@ mod tests {
 
     #[test]
     fn urls_are_redacted_past_the_host() {
-        assert_eq!(redact_url("https://hooks.slack.com/services/T0/B0/secret"), "https://hooks.slack.com/…");
-        assert_eq!(redact_url("https://u:p@hc-ping.com/uuid/start"), "https://hc-ping.com/…");
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T0/B0/secret"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redact_url("https://u:p@hc-ping.com/uuid/start"),
+            "https://hc-ping.com/…"
+        );
     }
 
     #[test]
@@ -492,8 +527,17 @@ mod tests {
         let n = Notifier::new(&cfg, state.path()).unwrap();
         let out = n.send(&msg());
         assert_eq!(out.failed.len(), 1);
-        assert!(!out.failed[0].1.contains("secret-token"), "{:?}", out.failed);
-        assert_eq!(std::fs::read_dir(state.path().join("notify-pending")).unwrap().count(), 1);
+        assert!(
+            !out.failed[0].1.contains("secret-token"),
+            "{:?}",
+            out.failed
+        );
+        assert_eq!(
+            std::fs::read_dir(state.path().join("notify-pending"))
+                .unwrap()
+                .count(),
+            1
+        );
 
         // Now a receiver listens on the same address: the next run delivers.
         let l = TcpListener::bind(addr).unwrap();
@@ -513,7 +557,8 @@ mod tests {
             }
             let mut body = vec![0u8; len];
             std::io::Read::read_exact(&mut r, &mut body).unwrap();
-            (&s).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+            (&s).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .unwrap();
             String::from_utf8(body).unwrap()
         });
         assert_eq!(n.flush_pending(), 1);
@@ -521,6 +566,11 @@ mod tests {
         assert_eq!(body["text"], "[DAON] test\n\nbody");
         assert_eq!(body["content"], body["text"]);
         assert_eq!(body["fields"]["k"], 1);
-        assert_eq!(std::fs::read_dir(state.path().join("notify-pending")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(state.path().join("notify-pending"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! table, JSON Lines, a Nagios plugin line or a Prometheus textfile, and the
 //! exit code keeps the Nagios meaning (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
 
+pub mod alerts;
 pub mod check;
 pub mod checks {
     //! The individual checks.
@@ -32,12 +33,17 @@ Examples:
   daon-health-check --json | jq -c 'select(.status != \"ok\")'
   daon-health-check --nagios                 # Nagios/Icinga plugin line with perfdata
   daon-health-check --prometheus-textfile /var/lib/node_exporter/textfile/daon.prom
-  */5 * * * * daon-health-check --quiet || mail -s 'DAON unhealthy' ops@example.org
+  */5 * * * * daon-health-check --quiet --alert   # mails/webhooks per [notify] and [alerts]
 
 Checks: http:<name> (status, latency, JSON value, TLS days left), chain (RPC or `daond status`:
 synced, chain id, block age, height moving between runs, peers), containers (running, Docker
 health exactly `healthy`, restart count rising between runs), disk (space and inodes per mount).
 State between runs is kept in <paths.state_dir>/health-check.json.
+With --alert, a check alerts after [alerts] failure_threshold failed runs (default 2), reminds
+at most every reminder_interval (1h), sends RESOLVED when it recovers, reports flapping once,
+and stays quiet in [alerts] maintenance windows; one message per run, by email and/or webhook
+([notify]); undelivered messages are re-sent by the next run. [notify] ping_url gets a
+healthchecks.io-style start ping and an end ping with the exit code (dead-man's switch).
 
 Exit codes (Nagios plugin convention):
    0  OK
@@ -84,6 +90,11 @@ pub struct Cli {
     /// Print nothing when everything is OK (for cron mail)
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Send alerts ([notify] channels) per the [alerts] policy: after N failed runs,
+    /// reminders, RESOLVED, flapping, muted in maintenance windows
+    #[arg(long)]
+    pub alert: bool,
 
     /// Per-check timeout, overriding the config (e.g. 3s)
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -157,6 +168,8 @@ pub struct Settings {
     pub list: bool,
     /// Only print config.
     pub print_config: bool,
+    /// Evaluate and send alerts.
+    pub alert: bool,
 }
 
 /// Errors that stop the tool before or after checking.
@@ -246,6 +259,12 @@ impl Settings {
                 })
                 .unwrap_or_default(),
         };
+        if cli.alert && cli.no_state {
+            return Err(RunError::Usage(
+                "--alert needs the state file to remember alerts between runs; drop --no-state"
+                    .into(),
+            ));
+        }
         let state_file = if cli.no_state {
             None
         } else {
@@ -272,6 +291,7 @@ impl Settings {
             state_file,
             list: cli.list,
             print_config: cli.print_config,
+            alert: cli.alert,
         })
     }
 }
@@ -395,6 +415,17 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<u8, RunError> {
     }
 
     let start = Instant::now();
+    // One run at a time per state file: overlapping cron runs must not lose
+    // each other's alert state.
+    let _state_lock = match &s.state_file {
+        Some(p) => Some(daon_common::lock::acquire(
+            &p.with_extension("lock"),
+            Duration::from_secs(60),
+            "daon-health-check",
+        )?),
+        None => None,
+    };
+    let ping = daon_common::notify::Ping::start(&s.config.notify, "daon-health-check");
     let (st, note) = match &s.state_file {
         Some(p) => State::load(p),
         None => (State::default(), None),
@@ -410,27 +441,148 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<u8, RunError> {
         .collect();
     let results: Vec<CheckResult> = check::run_all(jobs);
     let elapsed = start.elapsed();
+    let all = report::overall(&results);
+
+    let alert_report = if s.alert {
+        let mut guard = state
+            .lock()
+            .map_err(|_| Error::Internal("state lock poisoned".into()))?;
+        Some(send_alerts(s, &results, &mut guard.alerts))
+    } else {
+        None
+    };
 
     if let Some(p) = &s.state_file {
         let snapshot = state.lock().map(|g| g.clone()).unwrap_or_default();
         if let Err(e) = snapshot.save(p) {
-            eprintln!("daon-health-check: warning: state not saved, so stalls and crash loops cannot be detected: {e}");
+            eprintln!("daon-health-check: warning: state not saved, so stalls, crash loops and alert state are lost: {e}");
         }
     }
-    let all = report::overall(&results);
     if let Some(tf) = &s.textfile {
         atomic::write(tf, report::prometheus(&results, elapsed).as_bytes(), 0o644)?;
     }
+    let mut buf = Vec::new();
+    let alert_line = alert_report.as_ref().map(|a| a.line.clone());
     match s.format {
-        Format::Json => report::json(out, &results, elapsed).map_err(io)?,
-        Format::Nagios => report::nagios(out, &results).map_err(io)?,
+        Format::Json => report::json(
+            &mut buf,
+            &results,
+            elapsed,
+            alert_report
+                .as_ref()
+                .map(|a| serde_json::json!({ "alerts": a.json })),
+        )
+        .map_err(io)?,
+        Format::Nagios => {
+            report::nagios(&mut buf, &results).map_err(io)?;
+            if let Some(l) = &alert_line {
+                writeln!(buf, "{l}").map_err(io)?;
+            }
+        }
         Format::Human => {
             if !(s.quiet && all == Status::Ok) {
-                report::table(out, &results, daon_common::output::color_enabled()).map_err(io)?;
+                report::table(&mut buf, &results, daon_common::output::color_enabled())
+                    .map_err(io)?;
+                if let Some(l) = &alert_line {
+                    writeln!(buf, "{l}").map_err(io)?;
+                }
             }
         }
     }
+    if let Some(p) = ping {
+        let text = String::from_utf8_lossy(&buf);
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        p.end(all.code(), &tail, "daon-health-check");
+    }
+    out.write_all(&buf).map_err(io)?;
+    out.flush().map_err(io)?;
     Ok(all.code())
+}
+
+/// What `--alert` did, for the output.
+struct AlertReport {
+    line: String,
+    json: serde_json::Value,
+}
+
+fn send_alerts(
+    s: &Settings,
+    results: &[CheckResult],
+    states: &mut std::collections::BTreeMap<String, alerts::AlertState>,
+) -> AlertReport {
+    let now = chrono::Utc::now();
+    let state_dir = s
+        .state_file
+        .as_ref()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_else(|| s.config.paths.state_dir.clone());
+    let muted_by = s.config.alerts.maintenance.iter().find(|w| w.contains(now));
+    let events = alerts::evaluate(results, states, &s.config.alerts, now, muted_by.is_some());
+    let notifier = match daon_common::notify::Notifier::new(&s.config.notify, &state_dir) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            eprintln!("daon-health-check: warning: notifications disabled: {e}");
+            None
+        }
+    };
+    let resent = notifier.as_ref().map(|n| n.flush_pending()).unwrap_or(0);
+    let mut sent = Vec::new();
+    let mut failed = Vec::new();
+    if !events.is_empty() {
+        match &notifier {
+            Some(n) if n.enabled() => {
+                let msg = alerts::message(&events, &daon_common::lock::hostname(), now);
+                let o = n.send(&msg);
+                sent = o.delivered.iter().map(|c| format!("{c:?}").to_lowercase()).collect();
+                failed = o.failed.iter().map(|(c, _)| format!("{c:?}").to_lowercase()).collect();
+            }
+            Some(_) => eprintln!(
+                "daon-health-check: warning: {} alert event(s) but no channel is configured ([notify] email_to + smtp_host, or webhook_url)",
+                events.len()
+            ),
+            None => {}
+        }
+    }
+    let mut line = match muted_by {
+        Some(w) => format!(
+            "ALERTS: muted by maintenance window \"{w}\"{}",
+            w.closes(now)
+                .map(|t| format!(" until {}", t.format("%Y-%m-%d %H:%M UTC")))
+                .unwrap_or_default()
+        ),
+        None if events.is_empty() => "ALERTS: nothing new to send".to_string(),
+        None => {
+            let kinds: Vec<String> = events
+                .iter()
+                .map(|e| format!("{:?} {}", e.kind, e.check).to_lowercase())
+                .collect();
+            let mut l = format!("ALERTS: {}", kinds.join(", "));
+            if !sent.is_empty() {
+                l.push_str(&format!("; sent by {}", sent.join(", ")));
+            }
+            if !failed.is_empty() {
+                l.push_str(&format!(
+                    "; NOT delivered by {} (kept for the next run)",
+                    failed.join(", ")
+                ));
+            }
+            l
+        }
+    };
+    if resent > 0 {
+        line.push_str(&format!("; re-sent {resent} pending message(s)"));
+    }
+    AlertReport {
+        line,
+        json: serde_json::json!({
+            "muted": muted_by.map(|w| w.to_string()),
+            "events": events,
+            "sent": sent,
+            "failed": failed,
+            "resent": resent,
+        }),
+    }
 }
 
 fn job_for(p: &Planned, s: &Settings, docker: &Docker, state: &Arc<Mutex<State>>) -> Option<Job> {

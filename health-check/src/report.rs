@@ -76,7 +76,12 @@ pub fn table(out: &mut impl Write, results: &[CheckResult], color: bool) -> io::
 }
 
 /// JSON Lines: one `check` record per result, then a `summary`.
-pub fn json(out: &mut impl Write, results: &[CheckResult], elapsed: Duration) -> io::Result<()> {
+pub fn json(
+    out: &mut impl Write,
+    results: &[CheckResult],
+    elapsed: Duration,
+    extra: Option<serde_json::Value>,
+) -> io::Result<()> {
     for r in results {
         let mut v = serde_json::to_value(r).map_err(io::Error::other)?;
         if let serde_json::Value::Object(m) = &mut v {
@@ -86,10 +91,7 @@ pub fn json(out: &mut impl Write, results: &[CheckResult], elapsed: Duration) ->
     }
     let c = counts(results);
     let all = overall(results);
-    output::json_line(
-        out,
-        "summary",
-        serde_json::json!({
+    let mut summary = serde_json::json!({
             "status": all,
             "code": all.code(),
             "checks": results.len(),
@@ -97,8 +99,11 @@ pub fn json(out: &mut impl Write, results: &[CheckResult], elapsed: Duration) ->
             "duration_ms": elapsed.as_millis() as u64,
             "host": daon_common::lock::hostname(),
             "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        }),
-    )
+    });
+    if let (Some(obj), Some(serde_json::Value::Object(more))) = (summary.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    output::json_line(out, "summary", summary)
 }
 
 fn num(v: f64) -> String {
@@ -301,7 +306,7 @@ mod tests {
     #[test]
     fn json_lines_parse_and_end_with_summary() {
         let mut buf = Vec::new();
-        json(&mut buf, &sample(), Duration::from_millis(5)).unwrap();
+        json(&mut buf, &sample(), Duration::from_millis(5), None).unwrap();
         let lines: Vec<serde_json::Value> = String::from_utf8(buf)
             .unwrap()
             .lines()

@@ -21,6 +21,9 @@ pub struct State {
     /// Restart count per container at the last run.
     #[serde(default)]
     pub restarts: BTreeMap<String, u64>,
+    /// Alert state per check (`--alert`).
+    #[serde(default)]
+    pub alerts: BTreeMap<String, crate::alerts::AlertState>,
 }
 
 /// The chain as last seen.

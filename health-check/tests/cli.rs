@@ -561,3 +561,373 @@ fn stack_crash_loop_is_reported_when_the_restart_count_rises() {
     // The run after that has nothing new to report.
     assert_eq!(run().status.code(), Some(0));
 }
+
+// ---------------------------------------------------------------- alerts
+
+mod receivers {
+    //! Real loopback receivers: an HTTP server whose status the test flips
+    //! (the "service"), which also records every request (webhook, pings),
+    //! and a real SMTP server (aiosmtpd) writing to a maildir.
+
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU16, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    pub struct Http {
+        pub url: String,
+        pub status: Arc<AtomicU16>,
+        pub requests: Arc<Mutex<Vec<(String, String)>>>,
+    }
+
+    pub fn http() -> Http {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let status = Arc::new(AtomicU16::new(200));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (st, rq) = (status.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let line = first
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                rq.lock()
+                    .unwrap()
+                    .push((line, String::from_utf8_lossy(&body).into_owned()));
+                let code = st.load(Ordering::SeqCst);
+                let _ = (&s).write_all(
+                    format!(
+                        "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Http {
+            url,
+            status,
+            requests,
+        }
+    }
+
+    pub struct Smtp {
+        pub port: u16,
+        pub maildir: PathBuf,
+        child: std::process::Child,
+    }
+
+    impl Drop for Smtp {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    pub fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// aiosmtpd (Debian's python3-aiosmtpd, so /usr/bin/python3) on `port`.
+    pub fn smtp(port: u16, dir: &Path) -> Smtp {
+        let maildir = dir.join("maildir");
+        let child = std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting aiosmtpd (apt install python3-aiosmtpd): {e}"));
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Smtp {
+                    port,
+                    maildir,
+                    child,
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("aiosmtpd did not start on port {port} (is python3-aiosmtpd installed?)");
+    }
+
+    impl Smtp {
+        /// Subjects of the received mails, in arrival order.
+        pub fn subjects(&self) -> Vec<String> {
+            let mut files: Vec<(std::time::SystemTime, PathBuf)> =
+                std::fs::read_dir(self.maildir.join("new"))
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| (e.metadata().unwrap().modified().unwrap(), e.path()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            files.sort();
+            files
+                .iter()
+                .map(|(_, p)| {
+                    let text = std::fs::read_to_string(p).unwrap();
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("Subject: "))
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect()
+        }
+
+        pub fn bodies(&self) -> String {
+            std::fs::read_dir(self.maildir.join("new"))
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default()
+        }
+    }
+}
+
+fn alert_config(dir: &Path, service: &str, extra: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[[health.http]]\nname = \"svc\"\nurl = \"{service}/health\"\ntimeout = \"2s\"\n\n{extra}\n"
+        ),
+    )
+}
+
+fn alert_run(cfg: &Path, state: &Path) -> std::process::Output {
+    hc().args(["--check", "http", "--alert", "--config"])
+        .arg(cfg)
+        .env("DAON_PATHS_STATE_DIR", state)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn alerts_twelve_cron_runs_down_for_3_to_8_send_one_alert_reminders_and_one_resolved() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = receivers::http();
+    let smtp = receivers::smtp(receivers::free_port(), dir.path());
+    let cfg = alert_config(
+        dir.path(),
+        &svc.url,
+        &format!(
+            "[alerts]\nfailure_threshold = 2\nreminder_interval = \"2s\"\n\n[notify]\nemail_to = [\"ops@example.org\", \"oncall@example.org\"]\nemail_from = \"daon@example.org\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_security = \"none\"\n",
+            smtp.port
+        ),
+    );
+    let state = dir.path().join("state");
+    for run in 1..=12 {
+        let down = (3..=8).contains(&run);
+        svc.status
+            .store(if down { 503 } else { 200 }, Ordering::SeqCst);
+        let o = alert_run(&cfg, &state);
+        assert_eq!(
+            o.status.code(),
+            Some(if down { 2 } else { 0 }),
+            "run {run}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    let subjects = smtp.subjects();
+    // Alert at run 4 (2nd failure); reminders at runs 6 and 8 (every >= 2 s,
+    // runs ~1.3 s apart); RESOLVED at run 9.
+    let kinds: Vec<&str> = subjects
+        .iter()
+        .map(|s| {
+            ["ALERT", "REMINDER", "RESOLVED", "FLAPPING"]
+                .into_iter()
+                .find(|k| s.contains(&format!("] {k}:")))
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["ALERT", "REMINDER", "REMINDER", "RESOLVED"],
+        "{subjects:#?}"
+    );
+    let bodies = smtp.bodies();
+    assert!(
+        bodies.contains("failing since") && bodies.contains("next: curl"),
+        "{bodies}"
+    );
+    assert!(
+        bodies.contains("To: ops@example.org, oncall@example.org"),
+        "{bodies}"
+    );
+}
+
+#[test]
+fn alerts_a_flapping_check_sends_one_notice() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = receivers::http();
+    let smtp = receivers::smtp(receivers::free_port(), dir.path());
+    let cfg = alert_config(
+        dir.path(),
+        &svc.url,
+        &format!("[notify]\nemail_to = [\"ops@example.org\"]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_security = \"none\"\n", smtp.port),
+    );
+    let state = dir.path().join("state");
+    for run in 0..12 {
+        svc.status
+            .store(if run % 2 == 1 { 503 } else { 200 }, Ordering::SeqCst);
+        alert_run(&cfg, &state);
+    }
+    let subjects = smtp.subjects();
+    assert_eq!(subjects.len(), 1, "{subjects:#?}");
+    assert!(
+        subjects[0].contains("FLAPPING") && subjects[0].contains("http:svc"),
+        "{subjects:#?}"
+    );
+}
+
+#[test]
+fn alerts_smtp_down_changes_nothing_and_the_next_run_delivers() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = receivers::http();
+    svc.status.store(503, Ordering::SeqCst);
+    let port = receivers::free_port();
+    let dead_hook = format!(
+        "http://127.0.0.1:{}/hook/TOKEN-abc123",
+        receivers::free_port()
+    );
+    let cfg = alert_config(
+        dir.path(),
+        &svc.url,
+        &format!("[notify]\nemail_to = [\"ops@example.org\"]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\nsmtp_security = \"none\"\nwebhook_url = \"{dead_hook}\"\nretries = 0\ntimeout = \"2s\"\n"),
+    );
+    let state = dir.path().join("state");
+    let quiet = hc()
+        .args(["--check", "http", "--no-state", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let first = alert_run(&cfg, &state);
+    assert_eq!(first.status.code(), quiet.status.code());
+    let second = alert_run(&cfg, &state); // 2nd failure: alert due, SMTP down
+    assert_eq!(second.status.code(), Some(2), "{}", stdout(&second));
+    assert!(stdout(&second).contains("http:svc") && stdout(&second).contains("CRITICAL"));
+    assert!(
+        stdout(&second).contains("NOT delivered"),
+        "{}",
+        stdout(&second)
+    );
+    let err = stderr(&second);
+    assert!(err.contains("Email notification not delivered"), "{err}");
+    for out in [stdout(&second), err.clone(), stdout(&first), stderr(&first)] {
+        assert!(!out.contains("TOKEN-abc123"), "webhook token leaked: {out}");
+    }
+    // The SMTP server comes back: the next run delivers the kept alert.
+    let smtp = receivers::smtp(port, dir.path());
+    let third = alert_run(&cfg, &state);
+    assert_eq!(third.status.code(), Some(2));
+    assert!(
+        stdout(&third).contains("re-sent 1 pending"),
+        "{}",
+        stdout(&third)
+    );
+    let subjects = smtp.subjects();
+    assert_eq!(subjects.len(), 1, "{subjects:#?}");
+    assert!(subjects[0].contains("ALERT"), "{subjects:#?}");
+}
+
+#[test]
+fn alerts_webhook_and_dead_man_pings_arrive() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = receivers::http();
+    svc.status.store(503, Ordering::SeqCst);
+    let recv = receivers::http();
+    let cfg = alert_config(
+        dir.path(),
+        &svc.url,
+        &format!(
+            "[alerts]\nfailure_threshold = 1\n\n[notify]\nwebhook_url = \"{0}/hook/T0K3N\"\nping_url = \"{0}/ping/5d1b3c1e\"\n",
+            recv.url
+        ),
+    );
+    let o = alert_run(&cfg, &dir.path().join("state"));
+    assert_eq!(o.status.code(), Some(2));
+    let reqs = recv.requests.lock().unwrap().clone();
+    let paths: Vec<&str> = reqs.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    assert!(
+        paths[0].starts_with("POST /ping/5d1b3c1e/start?rid="),
+        "{paths:?}"
+    );
+    let rid = paths[0].split("rid=").nth(1).unwrap();
+    assert_eq!(paths[1], "POST /hook/T0K3N");
+    assert_eq!(paths[2], format!("POST /ping/5d1b3c1e/2?rid={rid}"));
+    let hook: Value = serde_json::from_str(&reqs[1].1).unwrap();
+    assert!(hook["text"].as_str().unwrap().contains("ALERT"), "{hook}");
+    assert_eq!(hook["event"], "alert");
+    assert_eq!(hook["fields"]["events"][0]["check"], "http:svc");
+    assert!(
+        reqs[2].1.contains("HEALTH CRITICAL"),
+        "ping body: {}",
+        reqs[2].1
+    );
+}
+
+#[test]
+fn alerts_are_muted_in_a_maintenance_window_and_the_output_says_so() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = receivers::http();
+    svc.status.store(503, Ordering::SeqCst);
+    let recv = receivers::http();
+    let cfg = alert_config(
+        dir.path(),
+        &svc.url,
+        &format!(
+            "[alerts]\nfailure_threshold = 1\nmaintenance = [\"daily 00:00-12:00 UTC\", \"daily 12:00-00:00 UTC\"]\n\n[notify]\nwebhook_url = \"{}/hook\"\n",
+            recv.url
+        ),
+    );
+    let o = alert_run(&cfg, &dir.path().join("state"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stdout(&o).contains("ALERTS: muted by maintenance window"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(recv.requests.lock().unwrap().is_empty());
+}
