@@ -51,6 +51,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Rolling deploys of the API instances (daon-rolling-deploy).
     pub deploy: DeployConfig,
+    /// This server in Hetzner Cloud and the API client's patience (daon-snapshot).
+    pub hetzner: crate::hcloud::HetznerConfig,
 }
 
 /// Alerting policy of `daon-health-check --alert`.
@@ -377,6 +379,7 @@ impl Default for Config {
             notify: crate::notify::NotifyConfig::default(),
             alerts: AlertsConfig::default(),
             deploy: DeployConfig::default(),
+            hetzner: crate::hcloud::HetznerConfig::default(),
         }
     }
 }
@@ -645,6 +648,7 @@ impl Config {
         fix(&mut self.paths.secrets_dir);
         fix(&mut self.paths.state_dir);
         fix(&mut self.paths.lock_dir);
+        fix(&mut self.hetzner.token_file);
     }
 
     /// Applies `DAON_<KEY_PATH>` variables; returns the names that applied.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod docker;
 pub mod error;
 pub mod exit;
+pub mod hcloud;
 pub mod http;
 pub mod lock;
 pub mod notify;

@@ -321,8 +321,8 @@ mod tests {
         let mut st = BTreeMap::new();
         let t0 = Utc::now();
         let r = CheckResult::single("disk", Status::Warning, "full");
-        assert!(evaluate(&[r.clone()], &mut st, &cfg, t0, true).is_empty());
-        assert!(evaluate(&[r.clone()], &mut st, &cfg, t0, true).is_empty());
+        assert!(evaluate(std::slice::from_ref(&r), &mut st, &cfg, t0, true).is_empty());
+        assert!(evaluate(std::slice::from_ref(&r), &mut st, &cfg, t0, true).is_empty());
         let e = evaluate(&[r], &mut st, &cfg, t0, false);
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].kind, Kind::Alert);
