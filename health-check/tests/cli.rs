@@ -654,7 +654,7 @@ mod receivers {
     /// aiosmtpd (Debian's python3-aiosmtpd, so /usr/bin/python3) on `port`.
     pub fn smtp(port: u16, dir: &Path) -> Smtp {
         let maildir = dir.join("maildir");
-        let child = std::process::Command::new("/usr/bin/python3")
+        let mut child = std::process::Command::new("/usr/bin/python3")
             .args([
                 "-m",
                 "aiosmtpd",
@@ -679,6 +679,8 @@ mod receivers {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("aiosmtpd did not start on port {port} (is python3-aiosmtpd installed?)");
     }
 
