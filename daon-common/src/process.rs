@@ -304,6 +304,70 @@ impl Cmd {
     }
 }
 
+impl Cmd {
+    /// Runs the program with `feed` streaming its stdin (through a pipe, never
+    /// held whole in memory: a dump into `psql`), capturing stdout and stderr.
+    /// If `feed` fails, the child is killed *before* its stdin is closed, so it
+    /// never mistakes a half-fed stream for a complete one (psql would commit
+    /// it). Returns the output whatever the exit status, and the feed's error.
+    /// The timeout does not apply.
+    pub fn run_feeding(
+        &self,
+        feed: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+    ) -> Result<(Output, Option<io::Error>), ProcessError> {
+        use std::process::{Command, Stdio};
+        let mut c = Command::new(&self.program);
+        c.args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        if let Some(d) = &self.dir {
+            c.current_dir(d);
+        }
+        let mut child = c.spawn().map_err(|e| self.spawn_error(e))?;
+        let drain = |r: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out_t = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+        let err_t = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+        let mut feed_err = None;
+        if let Some(mut stdin) = child.stdin.take() {
+            match feed(&mut stdin) {
+                Ok(()) => {}
+                // The child stopped reading: its exit status tells why.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    feed_err = Some(e);
+                }
+            }
+            drop(stdin);
+        }
+        let status = child.wait().map_err(|source| ProcessError::Wait {
+            cmdline: self.cmdline(),
+            source,
+        })?;
+        Ok((
+            Output {
+                code: status.code(),
+                signal: status.signal(),
+                stdout: out_t.join().unwrap_or_default(),
+                stderr: err_t.join().unwrap_or_default(),
+            },
+            feed_err,
+        ))
+    }
+}
+
 /// Streaming stdout of a running program; see [`Cmd::reader`]. Dropping it
 /// early kills the child.
 pub struct ProcessReader {
@@ -420,6 +484,43 @@ mod tests {
     fn stdin_bytes_reach_the_child() {
         let out = Cmd::new("cat").stdin_bytes("hello").run().unwrap();
         assert_eq!(out.stdout_str(), "hello");
+    }
+
+    #[test]
+    fn run_feeding_streams_stdin_and_kills_the_child_when_the_feed_fails() {
+        let (out, err) = Cmd::new("wc")
+            .arg("-c")
+            .run_feeding(|w| {
+                for _ in 0..100 {
+                    w.write_all(&[b'x'; 65536])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(err.is_none());
+        assert_eq!(out.stdout_str().trim(), "6553600");
+        // A failing feed: the child is killed, not handed EOF.
+        let (out, err) = Cmd::new("sh")
+            .args(["-c", "cat >/dev/null; echo finished"])
+            .run_feeding(|w| {
+                w.write_all(b"partial")?;
+                Err(io::Error::other("decompression failed"))
+            })
+            .unwrap();
+        assert!(err.is_some());
+        assert_eq!(out.signal, Some(9));
+        assert!(!out.stdout_str().contains("finished"));
+        // The child quits early: no deadlock, its status tells.
+        let (out, _) = Cmd::new("sh")
+            .args(["-c", "exit 3"])
+            .run_feeding(|w| {
+                for _ in 0..1000 {
+                    w.write_all(&[0u8; 65536])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(out.code, Some(3));
     }
 
     #[test]
