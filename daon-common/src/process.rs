@@ -337,8 +337,18 @@ impl Cmd {
                 buf
             })
         };
-        let out_t = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-        let err_t = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+        let out_t = drain(
+            child
+                .stdout
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>),
+        );
+        let err_t = drain(
+            child
+                .stderr
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>),
+        );
         let mut feed_err = None;
         if let Some(mut stdin) = child.stdin.take() {
             match feed(&mut stdin) {
