@@ -53,6 +53,63 @@ pub struct Config {
     pub deploy: DeployConfig,
     /// This server in Hetzner Cloud and the API client's patience (daon-snapshot).
     pub hetzner: crate::hcloud::HetznerConfig,
+    /// Kernel-update reboots (daon-reboot-guard).
+    pub reboot: RebootConfig,
+}
+
+/// `[reboot]`: when and how daon-reboot-guard may reboot this server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RebootConfig {
+    /// The file whose existence means a reboot is needed (Debian/Ubuntu).
+    pub required_file: PathBuf,
+    /// Maintenance windows; a reboot happens only inside one.
+    #[serde(with = "crate::window::serde_list")]
+    pub windows: Vec<crate::window::Window>,
+    /// A snapshot/backup or a verified local backup set must be this fresh.
+    #[serde(with = "duration")]
+    pub max_backup_age: Duration,
+    /// Reboots allowed in 24 hours (the reboot-loop guard).
+    pub max_reboots_per_day: u32,
+    /// Time for in-flight requests to finish after maintenance mode is on.
+    #[serde(with = "duration")]
+    pub drain: Duration,
+    /// Timeout for stopping the Compose stack.
+    #[serde(with = "duration")]
+    pub stop_timeout: Duration,
+    /// The command that reboots (tests substitute their own).
+    pub command: Vec<String>,
+    /// POST switches maintenance mode on, DELETE switches it off; empty: none.
+    pub maintenance_url: String,
+    /// `verify` waits this long for the stack to become healthy after boot.
+    #[serde(with = "duration")]
+    pub verify_deadline: Duration,
+    /// The snapshot tool asked about Hetzner snapshots/backups.
+    pub snapshot_command: Vec<String>,
+}
+
+impl Default for RebootConfig {
+    fn default() -> Self {
+        RebootConfig {
+            required_file: "/var/run/reboot-required".into(),
+            windows: vec!["Sun 03:00-04:00 UTC"
+                .parse()
+                .unwrap_or_else(|_| unreachable_window())],
+            max_backup_age: Duration::from_secs(24 * 3600),
+            max_reboots_per_day: 2,
+            drain: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(120),
+            command: vec!["systemctl".into(), "reboot".into()],
+            maintenance_url: String::new(),
+            verify_deadline: Duration::from_secs(600),
+            snapshot_command: vec!["daon-snapshot".into()],
+        }
+    }
+}
+
+// The default window is a constant that parses; this only satisfies the type.
+fn unreachable_window() -> crate::window::Window {
+    crate::window::Window::never()
 }
 
 /// Alerting policy of `daon-health-check --alert`.
@@ -380,6 +437,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             deploy: DeployConfig::default(),
             hetzner: crate::hcloud::HetznerConfig::default(),
+            reboot: RebootConfig::default(),
         }
     }
 }
@@ -764,7 +822,10 @@ impl Config {
         }
         let a = &self.alerts;
         if a.failure_threshold == 0 || a.success_threshold == 0 {
-            return bad("alerts.failure_threshold", "thresholds must be at least 1".into());
+            return bad(
+                "alerts.failure_threshold",
+                "thresholds must be at least 1".into(),
+            );
         }
         if a.flap_changes < 2 || a.flap_window < a.flap_changes {
             return bad(
@@ -868,9 +929,16 @@ fn redact(v: &mut toml::Value) {
     if let toml::Value::Table(t) = v {
         for (k, child) in t.iter_mut() {
             let k = k.to_ascii_lowercase();
-            let secretish = ["password", "token", "secret", "api_key", "webhook_url", "ping_url"]
-                .iter()
-                .any(|s| k.contains(s))
+            let secretish = [
+                "password",
+                "token",
+                "secret",
+                "api_key",
+                "webhook_url",
+                "ping_url",
+            ]
+            .iter()
+            .any(|s| k.contains(s))
                 && !(k.ends_with("_file") || k.ends_with("_env") || k.ends_with("_dir"));
             if secretish && child.as_str().is_some_and(|v| !v.is_empty()) {
                 *child = toml::Value::String("<redacted>".into());

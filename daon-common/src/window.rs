@@ -29,7 +29,8 @@ const DAYS: [(&str, Weekday); 7] = [
 
 fn day(s: &str) -> Option<usize> {
     let s = s.trim().to_ascii_lowercase();
-    DAYS.iter().position(|(n, _)| s.starts_with(n) && s.len() >= 3)
+    DAYS.iter()
+        .position(|(n, _)| s.starts_with(n) && s.len() >= 3)
 }
 
 impl FromStr for Window {
@@ -73,9 +74,9 @@ impl FromStr for Window {
             return Err(format!("{s:?}: the window is empty (start equals end)"));
         }
         let tz = match parts.get(2) {
-            Some(z) => z
-                .parse::<Tz>()
-                .map_err(|_| format!("{s:?}: unknown time zone {z:?} (use an IANA name such as Europe/Berlin)"))?,
+            Some(z) => z.parse::<Tz>().map_err(|_| {
+                format!("{s:?}: unknown time zone {z:?} (use an IANA name such as Europe/Berlin)")
+            })?,
             None => Tz::UTC,
         };
         Ok(Window {
@@ -95,6 +96,17 @@ impl fmt::Display for Window {
 }
 
 impl Window {
+    /// A window on no day (never open).
+    pub fn never() -> Window {
+        Window {
+            days: [false; 7],
+            start: NaiveTime::MIN,
+            end: NaiveTime::MIN + Duration::hours(1),
+            tz: Tz::UTC,
+            text: "never".into(),
+        }
+    }
+
     fn day_on(&self, w: Weekday) -> bool {
         self.days[w.num_days_from_monday() as usize]
     }
@@ -124,7 +136,11 @@ impl Window {
             if !self.day_on(d.weekday()) {
                 continue;
             }
-            let Some(open) = self.tz.from_local_datetime(&d.and_time(self.start)).earliest() else {
+            let Some(open) = self
+                .tz
+                .from_local_datetime(&d.and_time(self.start))
+                .earliest()
+            else {
                 continue;
             };
             let open = open.with_timezone(&Utc);
@@ -186,8 +202,14 @@ mod tests {
         assert!(w.contains(utc("2026-11-29T02:30:00Z")));
         assert!(!w.contains(utc("2026-11-29T03:30:00Z")));
         assert!(!w.contains(utc("2026-11-30T02:30:00Z")));
-        assert_eq!(w.next_open(utc("2026-11-29T03:30:00Z")), Some(utc("2026-12-06T02:00:00Z")));
-        assert_eq!(w.closes(utc("2026-11-29T02:30:00Z")), Some(utc("2026-11-29T03:00:00Z")));
+        assert_eq!(
+            w.next_open(utc("2026-11-29T03:30:00Z")),
+            Some(utc("2026-12-06T02:00:00Z"))
+        );
+        assert_eq!(
+            w.closes(utc("2026-11-29T02:30:00Z")),
+            Some(utc("2026-11-29T03:00:00Z"))
+        );
     }
 
     #[test]
@@ -198,7 +220,25 @@ mod tests {
         assert!(w.contains(utc("2026-12-05T00:30:00Z")));
         assert!(!w.contains(utc("2026-12-05T01:00:00Z")));
         assert!(!w.contains(utc("2026-12-04T00:30:00Z")));
-        assert_eq!(w.closes(utc("2026-12-04T23:30:00Z")), Some(utc("2026-12-05T01:00:00Z")));
+        assert_eq!(
+            w.closes(utc("2026-12-04T23:30:00Z")),
+            Some(utc("2026-12-05T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn daylight_saving_change_keeps_local_time() {
+        // Berlin leaves DST on 2026-10-25: the Sunday window opens at 02:00 UTC
+        // afterwards and at 01:00 UTC before.
+        let w: Window = "Sun 03:00-04:00 Europe/Berlin".parse().unwrap();
+        assert!(w.contains(utc("2026-10-18T01:30:00Z")));
+        assert!(!w.contains(utc("2026-10-18T02:30:00Z")));
+        assert!(w.contains(utc("2026-10-25T02:30:00Z")));
+        assert_eq!(
+            w.next_open(utc("2026-10-19T00:00:00Z")),
+            Some(utc("2026-10-25T02:00:00Z"))
+        );
+        assert!(!Window::never().contains(utc("2026-10-25T00:30:00Z")));
     }
 
     #[test]
@@ -212,7 +252,13 @@ mod tests {
 
     #[test]
     fn bad_windows_say_how_to_write_one() {
-        for bad in ["Sun", "Sun 3-4", "Funday 03:00-04:00", "Sun 03:00-03:00", "Sun 03:00-04:00 Mars/Olympus"] {
+        for bad in [
+            "Sun",
+            "Sun 3-4",
+            "Funday 03:00-04:00",
+            "Sun 03:00-03:00",
+            "Sun 03:00-04:00 Mars/Olympus",
+        ] {
             let e = bad.parse::<Window>().unwrap_err();
             assert!(e.contains(bad) || e.contains("Mars"), "{bad}: {e}");
         }

@@ -614,6 +614,39 @@ fn job_for(p: &Planned, s: &Settings, docker: &Docker, state: &Arc<Mutex<State>>
     })
 }
 
+/// Runs every configured check once, without state or output: for other
+/// tools that gate on the stack's health (reboot guard, deploy, restore).
+pub fn check_stack(config: &Config) -> Vec<CheckResult> {
+    let chain_id = if !config.chain.chain_id.is_empty() {
+        config.chain.chain_id.clone()
+    } else {
+        config::read_env_file(&config.env_file_path())
+            .ok()
+            .and_then(|p| p.into_iter().find(|(k, _)| k == "CHAIN_ID").map(|(_, v)| v))
+            .unwrap_or_default()
+    };
+    let s = Settings {
+        config: config.clone(),
+        source: Source::BuiltIn,
+        only: Vec::new(),
+        format: Format::Human,
+        quiet: true,
+        textfile: None,
+        chain_id,
+        state_file: None,
+        list: false,
+        print_config: false,
+        alert: false,
+    };
+    let state = Arc::new(Mutex::new(State::default()));
+    let docker = Docker::new(config);
+    let jobs = plan(&s)
+        .iter()
+        .filter_map(|p| job_for(p, &s, &docker, &state))
+        .collect();
+    check::run_all(jobs)
+}
+
 /// Parse, load, run: what `main` calls. Returns the process exit code.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     let cli = match Cli::try_parse_from(args) {

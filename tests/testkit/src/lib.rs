@@ -102,6 +102,34 @@ pub fn lock() -> StackLock {
     StackLock(f)
 }
 
+/// The seven containers of the local stack.
+pub const ALL_CONTAINERS: [&str; 7] = [
+    "daon-postgres",
+    "daon-redis",
+    "daon-blockchain",
+    "daon-api-1",
+    "daon-api-2",
+    "daon-api-3",
+    "daon-caddy",
+];
+
+/// Path of another workspace binary (e.g. `daon-backup` in a reboot-guard
+/// test), built on demand: cargo builds only the tested package's binaries.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let root = repo_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "--quiet", "--bin", name])
+        .current_dir(&root)
+        .status()
+        .unwrap_or_else(|e| panic!("building {name}: {e}"));
+    assert!(st.success(), "building {name} failed");
+    let dir = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    dir.join("debug").join(name)
+}
+
 /// Runs `docker ARGS`, returning its output.
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
@@ -161,10 +189,12 @@ pub fn fixture_ctl(container: &str, url: &str) {
 /// Puts the stack back as `scripts/stack up` leaves it: every container
 /// started, fixtures switched back to normal, all healthy.
 pub fn restore_stack() -> Result<(), String> {
-    for c in ["daon-api-1", "daon-api-2", "daon-api-3"] {
+    restore_api_images()?;
+    restore_caddy_config()?;
+    // Every container, in case a test stopped the whole stack.
+    for c in ALL_CONTAINERS {
         let _ = docker(&["start", c]);
     }
-    let _ = docker(&["start", "daon-blockchain"]);
     for c in ["daon-api-1", "daon-api-2", "daon-api-3"] {
         let _ = docker(&[
             "exec",
@@ -202,6 +232,110 @@ pub fn restore_stack() -> Result<(), String> {
         try_wait_health(c, "healthy", Duration::from_secs(90))?;
     }
     Ok(())
+}
+
+/// Runs the stack's compose (v2, else v1) with `args`, without the variables
+/// that pick API images or fixture modes, so services get the stack's defaults.
+pub fn stack_compose(args: &[&str]) -> Output {
+    let root = repo_root();
+    let dir = root.join("tests/stack");
+    let file = dir.join("docker-compose.yml");
+    let env = dir.join(".env");
+    let mut base: Vec<String> = vec!["-p".into(), "daon-stack".into()];
+    base.extend(["-f".into(), file.display().to_string()]);
+    base.extend(["--project-directory".into(), dir.display().to_string()]);
+    if env.exists() {
+        base.extend(["--env-file".into(), env.display().to_string()]);
+    }
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut cmd = if v2 {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        Command::new("docker-compose")
+    };
+    cmd.args(&base).args(args);
+    for v in [
+        "DAON_API_TAG",
+        "DAON_API_START_PERIOD",
+        "FIXTURE_START_DELAY_SECS",
+        "FIXTURE_NEVER_HEALTHY",
+        "FIXTURE_UNHEALTHY_AFTER_SECS",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running compose {args:?}: {e}"))
+}
+
+fn image_id(reference: &str) -> String {
+    let o = docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Puts every API instance back on `daon-api:local` (a deploy test may have
+/// left another version running).
+pub fn restore_api_images() -> Result<(), String> {
+    let local = image_id("daon-api:local");
+    for c in ["daon-api-1", "daon-api-2", "daon-api-3"] {
+        let o = docker(&["inspect", "-f", "{{.Config.Image}} {{.Image}}", c]);
+        let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if o.status.success() && text == format!("daon-api:local {local}") {
+            continue;
+        }
+        let o = stack_compose(&["up", "-d", "--no-deps", "--force-recreate", c]);
+        if !o.status.success() {
+            return Err(format!(
+                "recreating {c} on daon-api:local: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reloads Caddy's own Caddyfile when its running config was changed through
+/// the admin API (a drain left behind, an upstream missing).
+pub fn restore_caddy_config() -> Result<(), String> {
+    let o = docker(&[
+        "exec",
+        "daon-caddy",
+        "curl",
+        "-fsS",
+        "http://127.0.0.1:2019/config/",
+    ]);
+    let cfg = String::from_utf8_lossy(&o.stdout);
+    let intact = o.status.success()
+        && !cfg.contains("daon_ops_drain_hold")
+        && ["daon-api-1:3000", "daon-api-2:3000", "daon-api-3:3000"]
+            .iter()
+            .all(|u| cfg.matches(u).count() == 2);
+    if intact {
+        return Ok(());
+    }
+    let o = docker(&[
+        "exec",
+        "daon-caddy",
+        "caddy",
+        "reload",
+        "--config",
+        "/etc/caddy/Caddyfile",
+        "--adapter",
+        "caddyfile",
+        "--force",
+    ]);
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "reloading Caddy's Caddyfile: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    }
 }
 
 /// Holds the stack lock and restores the stack when dropped (even when the
