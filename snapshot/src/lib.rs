@@ -490,8 +490,19 @@ fn create(
                     "daon-snapshot: warning: the snapshot request got no clear answer ({}); checking whether the snapshot was made anyway before asking again",
                     e.message.lines().next().unwrap_or("")
                 );
-                std::thread::sleep(hcloud::backoff(tries, s.hz().retry_base, s.hz().retry_cap));
-                if let Some(img) = find_made_anyway(c, server.id, &selector, &description, now)? {
+                // The API may still be working on the lost request: a request
+                // that went unanswered for `timeout` may take about as long
+                // again. Look, with growing pauses, before asking again.
+                let mut found = None;
+                let looking = Instant::now();
+                for look in 1.. {
+                    std::thread::sleep(hcloud::backoff(look, s.hz().retry_base, s.hz().retry_cap));
+                    found = find_made_anyway(c, server.id, &selector, &description, now)?;
+                    if found.is_some() || (look >= 4 && looking.elapsed() >= s.hz().timeout) {
+                        break;
+                    }
+                }
+                if let Some(img) = found {
                     eprintln!(
                         "daon-snapshot: the snapshot was made anyway: image {}; not asking again",
                         img.id
