@@ -96,6 +96,49 @@ impl Env {
     }
 }
 
+/// A loopback HTTP receiver recording "METHOD path" and bodies (maintenance
+/// switch, webhook notifications).
+fn receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let line = first
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            rec.lock()
+                .unwrap()
+                .push((line, String::from_utf8_lossy(&body).into_owned()));
+            let _ = (&s)
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, seen)
+}
+
 fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -225,8 +268,15 @@ fn stack_all_gates_pass_reboot_runs_once_after_stop_and_verify_brings_it_back() 
     let e = Env::new();
     e.need_reboot();
     e.fresh_backup(&stack.config);
+    let (url, seen) = receiver();
+    let with_hooks = |c: &mut Command| {
+        c.env("DAON_REBOOT_MAINTENANCE_URL", format!("{url}/maintenance"))
+            .env("DAON_NOTIFY_WEBHOOK_URL", format!("{url}/hook"));
+    };
 
-    let o = e.cmd(Some(&stack.config)).output().unwrap();
+    let mut c = e.cmd(Some(&stack.config));
+    with_hooks(&mut c);
+    let o = c.output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(
         e.reboots(),
@@ -243,8 +293,33 @@ fn stack_all_gates_pass_reboot_runs_once_after_stop_and_verify_brings_it_back() 
     }
 
     // "After boot": verify starts the stack and waits for health.
-    let o = e.cmd(Some(&stack.config)).arg("verify").output().unwrap();
+    let mut c = e.cmd(Some(&stack.config));
+    with_hooks(&mut c);
+    let o = c.arg("verify").output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let seen = seen.lock().unwrap().clone();
+    let lines: Vec<&str> = seen.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        lines,
+        [
+            "POST /maintenance",
+            "POST /hook",
+            "DELETE /maintenance",
+            "POST /hook"
+        ],
+        "maintenance on, reboot notice, maintenance off, back-healthy notice"
+    );
+    assert!(
+        seen[1].1.contains("rebooting for updates")
+            && seen[1].1.contains("linux-image-6.1.0-99-amd64"),
+        "{}",
+        seen[1].1
+    );
+    assert!(
+        seen[3].1.contains("back after reboot, healthy"),
+        "{}",
+        seen[3].1
+    );
     assert!(text(&o).contains("healthy again"), "{}", text(&o));
     assert!(!e.p("state/reboot-guard/marker.json").exists());
     for c in kit::ALL_CONTAINERS {
