@@ -96,12 +96,12 @@ impl Env {
     }
 }
 
+/// Requests a receiver has seen: ("METHOD path", body).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
 /// A loopback HTTP receiver recording "METHOD path" and bodies (maintenance
 /// switch, webhook notifications).
-fn receiver() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-) {
+fn receiver() -> (String, Seen) {
     use std::io::{BufRead, BufReader, Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
