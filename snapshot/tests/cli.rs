@@ -166,6 +166,43 @@ fn create_waits_and_reports_id_size_and_duration() {
 }
 
 #[test]
+fn progress_is_drawn_on_a_terminal_only() {
+    let t = setup();
+    t.fake.admin("action_duration", json!({"ms": 1500}));
+    // Quiet in cron: no terminal, no progress, nothing on stderr.
+    let o = snap(&t).arg("create").output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "messages without a terminal");
+    // On a terminal (script(1) gives it a pty): percent and elapsed time.
+    let bin = assert_cmd::cargo::cargo_bin("daon-snapshot");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &format!("{} create", bin.display()), "/dev/null"])
+        .envs([
+            ("HCLOUD_ENDPOINT", t.fake.endpoint()),
+            ("HCLOUD_TOKEN", TOKEN.to_string()),
+            (
+                "HCLOUD_CONFIG",
+                t.dir.path().join("no").display().to_string(),
+            ),
+            ("DAON_HETZNER_SERVER", "web-1".to_string()),
+            (
+                "DAON_PATHS_LOCK_DIR",
+                t.dir.path().join("lock").display().to_string(),
+            ),
+            ("DAON_HETZNER_POLL_INTERVAL", "100ms".to_string()),
+        ])
+        .env_remove("NO_COLOR")
+        .env_remove("DAON_CONFIG")
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{s}");
+    assert!(s.contains("Waiting for create_image (server web-1)"), "{s}");
+    assert!(s.contains('%') && s.contains("done"), "{s}");
+    assert!(s.contains("created snapshot"), "{s}");
+}
+
+#[test]
 fn create_no_wait_returns_while_creating() {
     let t = setup();
     t.fake.admin("action_duration", json!({"ms": 5000}));

@@ -365,10 +365,12 @@ fn route(st: &mut State, req: &Request, authorized: bool) -> Response {
         ("GET", ["servers", id, "actions"]) => match find(&st.servers, id) {
             Some(s) => {
                 let sid = s["id"].as_u64();
+                let statuses = req.query_all("status");
                 let items: Vec<Value> = st
                     .actions
                     .iter()
                     .filter(|a| a.server() == sid)
+                    .filter(|a| statuses.is_empty() || statuses.iter().any(|x| x == a.status))
                     .map(Action::json)
                     .collect();
                 list_response(req, "actions", items)
@@ -392,10 +394,12 @@ fn route(st: &mut State, req: &Request, authorized: bool) -> Response {
             if ids.is_empty() {
                 return invalid("id", "is required");
             }
+            let statuses = req.query_all("status");
             let items: Vec<Value> = st
                 .actions
                 .iter()
                 .filter(|a| ids.contains(&a.id))
+                .filter(|a| statuses.is_empty() || statuses.iter().any(|x| x == a.status))
                 .map(Action::json)
                 .collect();
             list_response(req, "actions", items)
