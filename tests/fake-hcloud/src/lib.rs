@@ -908,6 +908,61 @@ fn admin(st: &mut State, req: &Request) -> Response {
 mod tests {
     use super::*;
 
+    fn raw(f: &Fake, method: &str, path: &str, auth: bool, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(f.addr()).unwrap();
+        let auth = if auth {
+            "Authorization: Bearer t\r\n"
+        } else {
+            ""
+        };
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out[9..12].parse().unwrap();
+        (status, out)
+    }
+
+    #[test]
+    fn admin_endpoint_over_http_injects_faults_and_the_api_wants_the_token() {
+        let f = Fake::start("t").unwrap();
+        f.add_server("s1");
+        let (st, out) = raw(&f, "GET", "/v1/servers", false, "");
+        assert_eq!(st, 401, "{out}");
+        assert!(out.contains("unauthorized") && out.contains("Content-Type: application/json"));
+        let (st, _) = raw(
+            &f,
+            "POST",
+            "/admin/fail",
+            false,
+            r#"{"path":"/servers","status":503}"#,
+        );
+        assert_eq!(st, 200);
+        let (st, out) = raw(&f, "GET", "/v1/servers", true, "");
+        assert_eq!(st, 503, "{out}");
+        assert!(out.contains("RateLimit-Reset: "), "{out}");
+        let (st, out) = raw(
+            &f,
+            "GET",
+            "/v1/servers?label_selector=a%3Db&per_page=1",
+            true,
+            "",
+        );
+        assert_eq!(st, 200, "{out}");
+        assert!(out.contains(r#""servers":[]"#), "{out}");
+        let (st, out) = raw(&f, "GET", "/v1/servers?name=s1", true, "");
+        assert_eq!(st, 200);
+        assert!(out.contains(r#""next_page":null"#), "{out}");
+        let (st, out) = raw(&f, "GET", "/admin/requests", false, "");
+        assert_eq!(st, 200);
+        assert_eq!(out.matches(r#""method":"GET""#).count(), 4, "{out}");
+    }
+
     #[test]
     fn create_image_then_it_becomes_available_and_locks_meanwhile() {
         let f = Fake::start("t").unwrap();
