@@ -1050,6 +1050,45 @@ fn the_official_cli_agrees_with_the_fake_and_with_daon_snapshot() {
         .unwrap();
     assert_eq!(code(&o), 0, "{}", stdout(&o));
 
+    // More than a page, half of it ours: hcloud's label selector and pagination
+    // agree with daon-snapshot's idea of "managed".
+    for i in 0..70 {
+        let labels = if i % 2 == 0 {
+            json!({"daon-ops/managed": "true"})
+        } else {
+            json!({})
+        };
+        t.fake.add_image(json!({"type": "snapshot", "created_from": t.sid, "age_secs": 100 + i, "labels": labels}));
+    }
+    let list: Value = serde_json::from_str(&ok(
+        hc(&[
+            "image",
+            "list",
+            "-t",
+            "snapshot",
+            "-l",
+            "daon-ops/managed=true",
+            "-o",
+            "json",
+        ]),
+        "hcloud image list -l",
+    ))
+    .unwrap();
+    let theirs: BTreeSet<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(theirs.len(), 36);
+    let o = snap(&t).args(["list", "--json"]).output().unwrap();
+    let managed: BTreeSet<u64> = records(&json_lines(&o), "image")
+        .iter()
+        .filter(|v| v["managed"] == true)
+        .map(|v| v["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(managed, theirs);
+
     // The same CLI config file gives both tools the token.
     let cli = write_cli_config(t.dir.path(), TOKEN);
     let o = hcloud(&t)
