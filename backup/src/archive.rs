@@ -481,11 +481,13 @@ pub fn extract<R: Read>(r: R, dest: &Path, owners: bool) -> Result<TarStats, Str
                 let src = dest.join(normalize(&link.unwrap_or_default())?);
                 match fs::symlink_metadata(&src) {
                     Ok(m) if m.file_type().is_file() => {}
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "entry {:?}: hard link to {:?}, which is not a file extracted before it",
                         rel.display(),
                         src.display()
-                    )),
+                    ))
+                    }
                 }
                 remove_non_dir(&target)?;
                 fs::hard_link(&src, &target).map_err(|e| io_err("creating hard link", e))?;
