@@ -1262,6 +1262,32 @@ mod tests {
     }
 
     #[test]
+    fn images_parse_with_z_or_offset_fractions_and_null_created_from() {
+        for created in [
+            "2026-01-02T03:04:05Z",
+            "2026-01-02T03:04:05+00:00",
+            "2026-01-02T03:04:05.123456789Z",
+            "2026-01-02T04:04:05.5+01:00",
+        ] {
+            let v = serde_json::json!({"id": 4_000_000_000u64, "type": "snapshot", "status": "available",
+                "description": null, "image_size": null, "disk_size": 40, "created": created,
+                "created_from": null, "bound_to": null, "protection": {"delete": true},
+                "labels": {}, "os_flavor": "ubuntu", "deprecated": null});
+            let i: Image = serde_json::from_value(v).unwrap();
+            assert_eq!(i.created.timestamp(), 1767323045, "{created}");
+            assert!(!i.of_server(1));
+            assert!(i.protection.delete);
+        }
+        let a: Action = serde_json::from_value(serde_json::json!({"id": 1_700_000_000_123u64,
+            "command": "create_image", "status": "error", "progress": 42, "started": "2026-01-02T03:04:05Z",
+            "finished": "2026-01-02T03:05:05Z", "error": {"code": "x", "message": "y"},
+            "resources": [{"id": 7, "type": "image"}]}))
+        .unwrap();
+        assert_eq!(a.resource("image"), Some(7));
+        assert_eq!(a.id, 1_700_000_000_123);
+    }
+
+    #[test]
     fn labels_are_checked() {
         assert_eq!(
             parse_label("daon-ops/managed=true").unwrap(),
