@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod codec;
 pub mod create;
+pub mod fresh;
 pub mod prune;
 pub mod set;
 pub mod sql;
@@ -125,6 +126,22 @@ pub enum Sub {
         #[arg(default_value = "latest")]
         set: String,
     },
+    /// Extract a tar artifact (chain or config) of a set into an empty directory, safely
+    /// (hostile entries refused), after verifying it
+    Extract {
+        /// Set name, folder, or `latest`
+        #[arg(default_value = "latest")]
+        set: String,
+        /// Which artifact: chain or config
+        #[arg(long, value_name = "KIND", default_value = "chain", value_parser = ["chain", "config"])]
+        kind: String,
+        /// Target directory (created if missing; must be empty)
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Skip verifying the set first (it is still checked entry by entry)
+        #[arg(long)]
+        no_verify: bool,
+    },
     /// Delete sets the retention policy does not keep (never the newest verified, never tagged ones)
     Prune {
         /// Keep the newest N sets
@@ -205,6 +222,17 @@ pub enum Action {
     List,
     /// Verify a set.
     Verify(String),
+    /// Extract an artifact.
+    Extract {
+        /// Set.
+        set: String,
+        /// Artifact kind.
+        kind: Kind,
+        /// Target directory.
+        to: PathBuf,
+        /// Skip verification.
+        no_verify: bool,
+    },
     /// Prune.
     Prune {
         /// Policy.
@@ -274,6 +302,17 @@ impl Settings {
             match cli.command {
                 Some(Sub::List) => Action::List,
                 Some(Sub::Verify { set }) => Action::Verify(set),
+                Some(Sub::Extract {
+                    set,
+                    kind,
+                    to,
+                    no_verify,
+                }) => Action::Extract {
+                    set,
+                    kind: Kind::parse(&kind).unwrap_or(Kind::Chain),
+                    to,
+                    no_verify,
+                },
                 Some(Sub::Prune {
                     keep_last,
                     keep_daily,
@@ -375,6 +414,12 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, BackupError> 
         }
         Action::List => list(s, out),
         Action::Verify(which) => verify_cmd(s, which, out),
+        Action::Extract {
+            set,
+            kind,
+            to,
+            no_verify,
+        } => extract_cmd(s, set, *kind, to, *no_verify, out),
         Action::Prune { policy, dry_run } => {
             let _lock = take_lock(&s.config, s.lock_wait, "daon-backup prune")?;
             prune_cmd(s, policy, *dry_run, out)
@@ -589,6 +634,61 @@ fn verify_cmd(s: &Settings, which: &str, out: &mut impl Write) -> Result<ExitCod
                 .collect(),
         ))
     }
+}
+
+fn extract_cmd(
+    s: &Settings,
+    which: &str,
+    kind: Kind,
+    to: &std::path::Path,
+    no_verify: bool,
+    out: &mut impl Write,
+) -> Result<ExitCode, BackupError> {
+    let st = set::resolve(&s.dest, which).map_err(BackupError::NotFound)?;
+    let m = st
+        .manifest()
+        .ok_or_else(|| BackupError::NotFound(format!("{} has no manifest", st.name)))?;
+    let a = m
+        .artifact(kind)
+        .ok_or_else(|| BackupError::NotFound(format!("{} has no {} artifact", st.name, kind.flag())))?;
+    if !no_verify {
+        let c = verify::artifact(&st.path, a);
+        if !c.ok() {
+            return Err(BackupError::Mismatch(c.problems));
+        }
+    }
+    std::fs::create_dir_all(to).map_err(|e| Error::io("creating", to, e))?;
+    if std::fs::read_dir(to)
+        .map_err(|e| Error::io("reading", to, e))?
+        .next()
+        .is_some()
+    {
+        return Err(BackupError::Usage(format!("{} is not empty", to.display())));
+    }
+    let start = std::time::Instant::now();
+    let r = verify::open(&st.path, a).map_err(|e| Error::io("reading", st.path.join(&a.file), e))?;
+    let x = archive::extract(r, to, archive::is_root())
+        .map_err(|e| BackupError::Mismatch(vec![format!("{}: {e}", a.file)]))?;
+    let secs = start.elapsed().as_secs_f64();
+    if s.json {
+        output::json_line(
+            out,
+            "summary",
+            json!({"set": st.name, "file": a.file, "to": to, "files": x.files, "bytes": x.file_bytes, "seconds": secs}),
+        )
+        .map_err(io_out)?;
+    } else {
+        writeln!(
+            out,
+            "{}: {} files, {} extracted into {} in {secs:.1} s",
+            a.file,
+            x.files,
+            create::human_bytes(x.file_bytes),
+            to.display()
+        )
+        .map_err(io_out)?;
+    }
+    Ok(ExitCode::Ok)
 }
 
 fn prune_cmd(

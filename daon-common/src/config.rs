@@ -55,6 +55,61 @@ pub struct Config {
     pub hetzner: crate::hcloud::HetznerConfig,
     /// Kernel-update reboots (daon-reboot-guard).
     pub reboot: RebootConfig,
+    /// The pre-launch security audit (`daon-health-check --suite pre-launch`).
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: what the pre-launch audit expects of a production server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Public API URL whose TLS certificate is checked.
+    pub public_url: String,
+    /// `.env` keys that are secrets (any key ending in _SECRET, _KEY,
+    /// _PASSWORD or _TOKEN counts too).
+    pub secret_keys: Vec<String>,
+    /// Minimum length of a secret.
+    pub min_secret_length: usize,
+    /// User that must own `.env`; empty: not checked.
+    pub deploy_user: String,
+    /// Directories whose files must not contain any secret value.
+    pub log_dirs: Vec<PathBuf>,
+    /// Ports the firewall may allow.
+    pub allowed_ports: Vec<u16>,
+    /// Read this recorded `ufw status` output instead of running `ufw status`.
+    pub ufw_status_file: PathBuf,
+    /// A verified backup set must be at most this old.
+    #[serde(with = "duration")]
+    pub max_backup_age: Duration,
+    /// Certificate days left below this: WARN.
+    pub cert_warn_days: i64,
+    /// Certificate days left below this: FAIL.
+    pub cert_crit_days: i64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            public_url: "https://api.daon.network/health".into(),
+            secret_keys: [
+                "JWT_SECRET",
+                "ENCRYPTION_KEY",
+                "API_KEY_SECRET",
+                "POSTGRES_PASSWORD",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            min_secret_length: 32,
+            deploy_user: String::new(),
+            log_dirs: vec!["/var/log/daon".into()],
+            allowed_ports: vec![22, 80, 443],
+            ufw_status_file: PathBuf::new(),
+            max_backup_age: Duration::from_secs(24 * 3600),
+            cert_warn_days: 30,
+            cert_crit_days: 7,
+        }
+    }
 }
 
 /// `[reboot]`: when and how daon-reboot-guard may reboot this server.
@@ -438,6 +493,7 @@ impl Default for Config {
             deploy: DeployConfig::default(),
             hetzner: crate::hcloud::HetznerConfig::default(),
             reboot: RebootConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! exit code keeps the Nagios meaning (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
 
 pub mod alerts;
+pub mod audit;
 pub mod check;
 pub mod checks {
     //! The individual checks.
@@ -32,12 +33,17 @@ Examples:
   daon-health-check --check containers,chain # only these checks
   daon-health-check --json | jq -c 'select(.status != \"ok\")'
   daon-health-check --nagios                 # Nagios/Icinga plugin line with perfdata
+  daon-health-check --suite pre-launch       # security audit before mainnet (PASS/WARN/FAIL)
   daon-health-check --prometheus-textfile /var/lib/node_exporter/textfile/daon.prom
   */5 * * * * daon-health-check --quiet --alert   # mails/webhooks per [notify] and [alerts]
 
 Checks: http:<name> (status, latency, JSON value, TLS days left), chain (RPC or `daond status`:
 synced, chain id, block age, height moving between runs, peers), containers (running, Docker
 health exactly `healthy`, restart count rising between runs), disk (space and inodes per mount).
+The pre-launch suite audits: secrets in .env (no placeholder, >= 32 chars, none reused; names
+only, never values), .env mode 600 (and owner), secrets dir 700, the public TLS certificate,
+`ufw status` (active, only 22/80/443), secret values leaked into log files, NODE_ENV=production,
+CHAIN_ID equal to the chain's network, all containers healthy, a verified backup < 24 h old.
 State between runs is kept in <paths.state_dir>/health-check.json.
 With --alert, a check alerts after [alerts] failure_threshold failed runs (default 2), reminds
 at most every reminder_interval (1h), sends RESOLVED when it recovers, reports flapping once,
@@ -86,6 +92,11 @@ pub struct Cli {
     /// Also write the results to this node_exporter textfile (atomically)
     #[arg(long, value_name = "PATH")]
     pub prometheus_textfile: Option<PathBuf>,
+
+    /// Which checks: `default` (API, chain, containers, disk) or `pre-launch`
+    /// (the security audit before going to mainnet)
+    #[arg(long, value_name = "SUITE", default_value = "default", value_parser = ["default", "pre-launch"])]
+    pub suite: String,
 
     /// Print nothing when everything is OK (for cron mail)
     #[arg(short, long)]
@@ -170,6 +181,8 @@ pub struct Settings {
     pub print_config: bool,
     /// Evaluate and send alerts.
     pub alert: bool,
+    /// The pre-launch audit instead of the routine checks.
+    pub pre_launch: bool,
 }
 
 /// Errors that stop the tool before or after checking.
@@ -292,6 +305,7 @@ impl Settings {
             list: cli.list,
             print_config: cli.print_config,
             alert: cli.alert,
+            pre_launch: cli.suite == "pre-launch",
         })
     }
 }
@@ -312,6 +326,56 @@ const GRACE: Duration = Duration::from_millis(500);
 pub fn plan(s: &Settings) -> Vec<Planned> {
     let c = &s.config;
     let mut out = Vec::new();
+    if s.pre_launch {
+        let t = c.health.timeout + GRACE;
+        let mut add = |name: &str, target: String, timeout: Duration| {
+            out.push(Planned {
+                name: name.into(),
+                target,
+                timeout,
+            })
+        };
+        let env = c.env_file_path().display().to_string();
+        add("audit:secrets", env.clone(), t);
+        add(
+            "audit:files",
+            format!("{env}, {}", c.paths.secrets_dir.display()),
+            t,
+        );
+        add("audit:tls", c.audit.public_url.clone(), t * 2);
+        add("audit:firewall", "ufw status".into(), t);
+        add(
+            "audit:logs",
+            c.audit
+                .log_dirs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            c.health.timeout * 6,
+        );
+        add("audit:node-env", env.clone(), t);
+        add(
+            "audit:chain-id",
+            format!("{env} vs {}", c.chain.rpc_url),
+            c.chain.timeout * 3 + GRACE,
+        );
+        add(
+            "containers",
+            c.all_containers()
+                .into_iter()
+                .map(|(_, n, _)| n)
+                .collect::<Vec<_>>()
+                .join(", "),
+            c.docker.timeout + GRACE,
+        );
+        add(
+            "audit:backup",
+            c.paths.backup_dir.display().to_string(),
+            c.health.timeout * 30,
+        );
+        return out;
+    }
     for h in &c.health.http {
         let cert = if h.url.starts_with("https://") { 2 } else { 1 };
         out.push(Planned {
@@ -597,6 +661,14 @@ fn job_for(p: &Planned, s: &Settings, docker: &Docker, state: &Arc<Mutex<State>>
             Box::new(move || checks::containers::run(&c, &docker, &state))
         }
         "disk" => Box::new(move || checks::disk::run(&c.health)),
+        "audit:secrets" => Box::new(move || audit::secrets(&c)),
+        "audit:files" => Box::new(move || audit::files(&c)),
+        "audit:tls" => Box::new(move || audit::tls(&c)),
+        "audit:firewall" => Box::new(move || audit::firewall(&c)),
+        "audit:logs" => Box::new(move || audit::logs(&c)),
+        "audit:node-env" => Box::new(move || audit::node_env(&c)),
+        "audit:chain-id" => Box::new(move || audit::chain_id(&c)),
+        "audit:backup" => Box::new(move || audit::backup(&c)),
         name => {
             let h = c
                 .health
@@ -637,6 +709,7 @@ pub fn check_stack(config: &Config) -> Vec<CheckResult> {
         list: false,
         print_config: false,
         alert: false,
+        pre_launch: false,
     };
     let state = Arc::new(Mutex::new(State::default()));
     let docker = Docker::new(config);

@@ -51,8 +51,18 @@ pub fn table(out: &mut impl Write, results: &[CheckResult], color: bool) -> io::
         "{:<width$}  {:<8}  {:>7}  DETAILS",
         "CHECK", "STATUS", "TIME"
     )?;
+    // The audit speaks PASS/WARN/FAIL, as the runbook's checklist does.
+    let audit = results.iter().any(|r| r.name.starts_with("audit:"));
+    let say = |st: Status| -> &'static str {
+        match (audit, st) {
+            (true, Status::Ok) => "PASS",
+            (true, Status::Warning) => "WARN",
+            (true, Status::Critical) => "FAIL",
+            _ => st.word(),
+        }
+    };
     for r in results {
-        let word = format!("{:<8}", r.status.word());
+        let word = format!("{:<8}", say(r.status));
         writeln!(
             out,
             "{:<width$}  {}  {:>7}  {}",

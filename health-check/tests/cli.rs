@@ -933,3 +933,259 @@ fn alerts_are_muted_in_a_maintenance_window_and_the_output_says_so() {
     );
     assert!(recv.requests.lock().unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------- pre-launch audit
+
+struct TlsServer(std::process::Child, u16);
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real TLS endpoint (`openssl s_server -www`) whose certificate expires in `days`.
+fn tls_server(dir: &Path, days: u32) -> TlsServer {
+    let (cert, key) = (
+        dir.join(format!("cert{days}.pem")),
+        dir.join(format!("key{days}.pem")),
+    );
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            &days.to_string(),
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let port = receivers::free_port();
+    let mut child = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+        ])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return TlsServer(child, port);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("openssl s_server did not start");
+}
+
+const UFW_CLEAN: &str = "Status: active\n\nTo                         Action      From\n--                         ------      ----\n22/tcp                     ALLOW       Anywhere\n80,443/tcp                 ALLOW       Anywhere\n22/tcp (v6)                ALLOW       Anywhere (v6)\n";
+
+fn secret(n: u8) -> String {
+    format!("s{n}-{}", "k3Yq9vT2mX7pL4wR8nB5cZ1dF6hJ0aE".repeat(2))
+}
+
+fn write_env(proj: &Path, jwt: &str, enc: &str, node_env: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = proj.join(".env");
+    std::fs::write(
+        &p,
+        format!(
+            "CHAIN_ID=daon-devnet-1\nNODE_ENV={node_env}\nJWT_SECRET={jwt}\nENCRYPTION_KEY={enc}\nAPI_KEY_SECRET={}\nPOSTGRES_PASSWORD={}\n",
+            secret(3),
+            secret(4)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn stack_pre_launch_audit_passes_clean_and_flags_each_seeded_problem() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(stack) = kit::stack("pre_launch_audit") else {
+        return;
+    };
+    let _l = kit::lock();
+    let dir = tempfile::tempdir().unwrap();
+    let proj = dir.path().join("proj");
+    for d in ["proj", "proj/secrets", "proj/logs", "proj/backups"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    std::fs::set_permissions(proj.join("secrets"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    write_env(&proj, &secret(1), &secret(2), "production");
+    std::fs::write(
+        proj.join("logs/api.log"),
+        "GET /health 200\nuser login ok\n",
+    )
+    .unwrap();
+    std::fs::write(proj.join("ufw.txt"), UFW_CLEAN).unwrap();
+    let good_tls = tls_server(dir.path(), 90);
+    // A real, verified backup set (config only: quick), made by daon-backup.
+    let b = std::process::Command::new(kit::workspace_bin("daon-backup"))
+        .args(["--only", "config", "--quiet", "--dest"])
+        .arg(proj.join("backups"))
+        .env("DAON_CONFIG", &stack.config)
+        .env("DAON_PATHS_LOCK_DIR", dir.path().join("locks"))
+        .output()
+        .unwrap();
+    assert!(
+        b.status.success(),
+        "daon-backup: {}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+
+    let audit = |tls_port: u16| {
+        let o = hc()
+            .args(["--suite", "pre-launch", "--json"])
+            .env("DAON_CONFIG", &stack.config)
+            .env("DAON_COMPOSE_PROJECT_DIR", &proj)
+            .env("DAON_PATHS_SECRETS_DIR", proj.join("secrets"))
+            .env("DAON_PATHS_BACKUP_DIR", proj.join("backups"))
+            .env("DAON_AUDIT_LOG_DIRS", proj.join("logs"))
+            .env("DAON_AUDIT_UFW_STATUS_FILE", proj.join("ufw.txt"))
+            .env(
+                "DAON_AUDIT_PUBLIC_URL",
+                format!("https://localhost:{tls_port}/"),
+            )
+            .output()
+            .unwrap();
+        for n in 1..=4 {
+            assert!(
+                !stdout(&o).contains(&secret(n)) && !stderr(&o).contains(&secret(n)),
+                "a secret value leaked"
+            );
+        }
+        assert!(
+            !stdout(&o).contains("changeme-please-rotate") && !stdout(&o).contains("short-one-123"),
+            "a secret value leaked"
+        );
+        o
+    };
+    let failing = |o: &std::process::Output| -> Vec<(String, String)> {
+        json_lines(o)
+            .into_iter()
+            .filter(|v| v["type"] == "check" && v["status"] != "ok")
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap().to_string(),
+                    v["summary"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+
+    // Clean: everything passes.
+    let o = audit(good_tls.1);
+    assert_eq!(failing(&o), vec![], "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(0));
+    let lines = json_lines(&o);
+    for name in [
+        "audit:secrets",
+        "audit:files",
+        "audit:tls",
+        "audit:firewall",
+        "audit:logs",
+        "audit:node-env",
+        "audit:chain-id",
+        "containers",
+        "audit:backup",
+    ] {
+        check(&lines, name);
+    }
+
+    // Each seeded problem on its own.
+    let one = |o: &std::process::Output, name: &str, needle: &str| {
+        let f = failing(o);
+        assert_eq!(f.len(), 1, "expected only {name} to fail: {f:?}");
+        assert_eq!(f[0].0, name, "{f:?}");
+        assert!(
+            f[0].1.contains(needle),
+            "{name}: {:?} lacks {needle:?}",
+            f[0].1
+        );
+        assert_eq!(o.status.code(), Some(2));
+    };
+    write_env(&proj, "changeme-please-rotate", &secret(2), "production");
+    one(
+        &audit(good_tls.1),
+        "audit:secrets",
+        "JWT_SECRET has a default/placeholder value",
+    );
+    write_env(&proj, &secret(1), "short-one-123", "production");
+    one(
+        &audit(good_tls.1),
+        "audit:secrets",
+        "ENCRYPTION_KEY is shorter than 32",
+    );
+    write_env(&proj, &secret(1), &secret(1), "production");
+    one(
+        &audit(good_tls.1),
+        "audit:secrets",
+        "ENCRYPTION_KEY and JWT_SECRET have the same value",
+    );
+    write_env(&proj, &secret(1), &secret(2), "production");
+
+    std::fs::set_permissions(proj.join(".env"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    one(&audit(good_tls.1), "audit:files", "must be 600");
+    std::fs::set_permissions(proj.join(".env"), std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let expiring = tls_server(dir.path(), 3);
+    one(&audit(expiring.1), "audit:tls", "expires in");
+    drop(expiring);
+
+    std::fs::write(
+        proj.join("ufw.txt"),
+        format!("{UFW_CLEAN}3306/tcp                   ALLOW       Anywhere\n"),
+    )
+    .unwrap();
+    one(&audit(good_tls.1), "audit:firewall", "3306/tcp is open");
+    std::fs::write(proj.join("ufw.txt"), "Status: inactive\n").unwrap();
+    one(&audit(good_tls.1), "audit:firewall", "inactive");
+    std::fs::write(proj.join("ufw.txt"), UFW_CLEAN).unwrap();
+
+    std::fs::write(
+        proj.join("logs/api.log"),
+        format!("GET /health 200\nDEBUG config jwt={}\n", secret(1)),
+    )
+    .unwrap();
+    one(
+        &audit(good_tls.1),
+        "audit:logs",
+        "contains the value of JWT_SECRET",
+    );
+    std::fs::write(proj.join("logs/api.log"), "ok\n").unwrap();
+
+    write_env(&proj, &secret(1), &secret(2), "development");
+    one(&audit(good_tls.1), "audit:node-env", "must be production");
+
+    // The human table speaks PASS/WARN/FAIL.
+    let o = hc()
+        .args(["--suite", "pre-launch", "--check", "audit:node-env"])
+        .env("DAON_CONFIG", &stack.config)
+        .env("DAON_COMPOSE_PROJECT_DIR", &proj)
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("FAIL"), "{}", stdout(&o));
+}

@@ -63,43 +63,10 @@ fn first_line(s: &str, default: &str) -> String {
         .to_string()
 }
 
-/// The local gate: the newest complete backup set younger than `max_age`
-/// verifies against its manifest.
+/// The local gate: the newest complete backup set is young enough and verifies.
 fn local(cfg: &Config, max_age: Duration, now: DateTime<Utc>) -> Result<String, String> {
-    let dir = &cfg.paths.backup_dir;
-    let sets =
-        daon_backup::set::list(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-    let newest = sets
-        .iter()
-        .rev()
-        .find_map(|s| s.manifest().map(|m| (s, m)))
-        .ok_or_else(|| format!("no complete backup set in {}", dir.display()))?;
-    let (set, m) = newest;
-    let age = (now - m.finished).to_std().unwrap_or_default();
-    if age > max_age {
-        return Err(format!(
-            "newest local set {} is {} old (limit {})",
-            set.name,
-            humantime::format_duration(Duration::from_secs(age.as_secs())),
-            humantime::format_duration(max_age)
-        ));
-    }
-    let bad: Vec<String> = daon_backup::verify::set(&set.path, m, &[])
-        .into_iter()
-        .flat_map(|c| c.problems)
-        .collect();
-    if !bad.is_empty() {
-        return Err(format!(
-            "newest local set {} does not verify: {}",
-            set.name,
-            bad.join("; ")
-        ));
-    }
-    Ok(format!(
-        "local set {} verified, {} old",
-        set.name,
-        humantime::format_duration(Duration::from_secs(age.as_secs()))
-    ))
+    daon_backup::fresh::newest_verified(&cfg.paths.backup_dir, max_age, now)
+        .map(|ok| format!("local {ok}"))
 }
 
 /// Backup gate: Hetzner first, then the local sets.
