@@ -648,9 +648,9 @@ fn extract_cmd(
     let m = st
         .manifest()
         .ok_or_else(|| BackupError::NotFound(format!("{} has no manifest", st.name)))?;
-    let a = m
-        .artifact(kind)
-        .ok_or_else(|| BackupError::NotFound(format!("{} has no {} artifact", st.name, kind.flag())))?;
+    let a = m.artifact(kind).ok_or_else(|| {
+        BackupError::NotFound(format!("{} has no {} artifact", st.name, kind.flag()))
+    })?;
     if !no_verify {
         let c = verify::artifact(&st.path, a);
         if !c.ok() {
@@ -666,7 +666,8 @@ fn extract_cmd(
         return Err(BackupError::Usage(format!("{} is not empty", to.display())));
     }
     let start = std::time::Instant::now();
-    let r = verify::open(&st.path, a).map_err(|e| Error::io("reading", st.path.join(&a.file), e))?;
+    let r =
+        verify::open(&st.path, a).map_err(|e| Error::io("reading", st.path.join(&a.file), e))?;
     let x = archive::extract(r, to, archive::is_root())
         .map_err(|e| BackupError::Mismatch(vec![format!("{}: {e}", a.file)]))?;
     let secs = start.elapsed().as_secs_f64();

@@ -604,3 +604,61 @@ fn zstd_decode(p: &Path, out: &mut Vec<u8>) {
         .read_to_end(out)
         .unwrap();
 }
+
+#[test]
+fn an_unhealthy_stack_after_the_swap_gets_the_old_chain_data_back() {
+    let Some(stack) = kit::stack("restore unhealthy rollback") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let s = Scratch::new("rollback");
+    s.populate();
+    let mut b = backup_cmd(&stack.config, t.path());
+    s.env(&mut b);
+    let o = b.args(["--only", "chain"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(
+        s.mountpoint.join("config/genesis.json"),
+        b"changed after the backup",
+    )
+    .unwrap();
+    let before = tree_hash(&s.mountpoint);
+
+    // The same stack, but its HTTP check can never pass.
+    let stack_dir = kit::repo_root().join("tests/stack");
+    let cfg_text = std::fs::read_to_string(&stack.config)
+        .unwrap()
+        .replace(
+            "project_dir = \".\"",
+            &format!("project_dir = {:?}", stack_dir.display().to_string()),
+        )
+        .replace("http://127.0.0.1:18080/health", "http://127.0.0.1:9/health");
+    let cfg = t.path().join("daon.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let mut r = restore(Some(&cfg), t.path());
+    s.env(&mut r);
+    let o = r
+        .args(["--only", "chain", "--yes", "--health-timeout", "3s"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("not healthy") && e.contains("old chain data was put back"),
+        "{e}"
+    );
+    assert_eq!(
+        tree_hash(&s.mountpoint),
+        before,
+        "the pre-restore data is live again"
+    );
+    let failed = s.mountpoint.with_file_name("_data.daon-restore-failed");
+    assert_eq!(
+        std::fs::read(failed.join("config/genesis.json")).unwrap(),
+        br#"{"chain_id":"scratch"}"#,
+        "the restored copy is kept aside"
+    );
+    std::fs::remove_dir_all(&failed).unwrap();
+    let o = kit::docker(&["inspect", "-f", "{{.State.Running}}", &s.container]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "true");
+}
