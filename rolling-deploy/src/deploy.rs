@@ -47,7 +47,22 @@ fn who() -> String {
     let user = ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "unknown".into());
+        .unwrap_or_else(|| {
+            // cron and systemd often set no USER: name the uid instead.
+            let uid = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|r| r.split_whitespace().next().map(String::from))
+                })
+                .unwrap_or_default();
+            match uid.as_str() {
+                "0" => "root".into(),
+                "" => "unknown".into(),
+                u => format!("uid {u}"),
+            }
+        });
     format!("{user}@{}", lock::hostname())
 }
 
