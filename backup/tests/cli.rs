@@ -330,6 +330,16 @@ fn backup_of_the_stack_is_complete_verifiable_and_extracts_with_stock_tools() {
     let nums: Vec<u64> = out.split_whitespace().map(|s| s.parse().unwrap()).collect();
     assert_eq!(nums, vec![chain.files.unwrap(), chain.file_bytes.unwrap()]);
     assert!(x.join("data/blocks.log").exists());
+    // Our own safe extractor gives the same tree.
+    let y = t.path().join("y");
+    let o = bk(Some(&stack.config), t.path())
+        .args(["extract", "latest", "--to"])
+        .arg(&y)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sh(&format!("diff -r {} {}", x.display(), y.display()));
+    assert!(o.status.success(), "{}", text(&o));
     let o = sh(&format!(
         "zstd -dc {}/database.sql.zst | grep -c '^[0-9]*\trow '",
         path.display()
