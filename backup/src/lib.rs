@@ -9,6 +9,7 @@ pub mod codec;
 pub mod create;
 pub mod fresh;
 pub mod prune;
+pub mod push;
 pub mod set;
 pub mod sql;
 pub mod verify;
@@ -142,6 +143,19 @@ pub enum Sub {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Copy a verified set off-site with rclone (any rclone remote, or a path); the manifest goes
+    /// last, so a half-pushed set has none. --encrypt-to encrypts each artifact with age
+    Push {
+        /// Set name, folder, or `latest`
+        #[arg(default_value = "latest")]
+        set: String,
+        /// rclone destination (`remote:bucket/daon`, or a local path); the set goes into <REMOTE>/<set name>/
+        #[arg(long, value_name = "REMOTE")]
+        to: String,
+        /// Encrypt every artifact to this age recipient (`age1...`, or an ssh public key); repeatable
+        #[arg(long, value_name = "RECIPIENT")]
+        encrypt_to: Vec<String>,
+    },
     /// Delete sets the retention policy does not keep (never the newest verified, never tagged ones)
     Prune {
         /// Keep the newest N sets
@@ -222,6 +236,15 @@ pub enum Action {
     List,
     /// Verify a set.
     Verify(String),
+    /// Push a set off-site.
+    Push {
+        /// Set.
+        set: String,
+        /// rclone destination.
+        to: String,
+        /// age recipients.
+        encrypt_to: Vec<String>,
+    },
     /// Extract an artifact.
     Extract {
         /// Set.
@@ -302,6 +325,15 @@ impl Settings {
             match cli.command {
                 Some(Sub::List) => Action::List,
                 Some(Sub::Verify { set }) => Action::Verify(set),
+                Some(Sub::Push {
+                    set,
+                    to,
+                    encrypt_to,
+                }) => Action::Push {
+                    set,
+                    to,
+                    encrypt_to,
+                },
                 Some(Sub::Extract {
                     set,
                     kind,
@@ -414,6 +446,14 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, BackupError> 
         }
         Action::List => list(s, out),
         Action::Verify(which) => verify_cmd(s, which, out),
+        Action::Push {
+            set,
+            to,
+            encrypt_to,
+        } => {
+            let _lock = take_lock(&s.config, s.lock_wait, "daon-backup push")?;
+            push::push(s, set, to, encrypt_to, out)
+        }
         Action::Extract {
             set,
             kind,

@@ -624,3 +624,76 @@ fn stop_restarts_the_service_even_when_the_archive_fails() {
     kit::wait_health("daon-blockchain", "healthy", Duration::from_secs(60));
     assert_eq!(complete_sets(&t.path().join("backups")).len(), 1);
 }
+
+#[test]
+fn push_copies_a_verified_set_with_rclone_manifest_last_and_age_encrypts() {
+    let Some(stack) = kit::stack("backup push") else {
+        return;
+    };
+    if sh("command -v rclone && command -v age").status.code() != Some(0) {
+        assert!(
+            !kit::in_ci(),
+            "rclone and age are installed by scripts/lib/prereqs.sh"
+        );
+        eprintln!("SKIPPED push: rclone or age missing");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let o = bk(Some(&stack.config), t.path())
+        .args(["--only", "db,config"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let path = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    let remote = t.path().join("offsite");
+
+    let o = bk(Some(&stack.config), t.path())
+        .args(["push", "latest", "--to"])
+        .arg(&remote)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["database.sql.zst", "config.tar.zst", set::MANIFEST] {
+        assert_eq!(
+            std::fs::read(remote.join(&name).join(f)).unwrap(),
+            std::fs::read(path.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+
+    // Encrypted: the .env secret is not readable off-site; the key brings it back.
+    let key = t.path().join("key.txt");
+    assert!(sh(&format!("age-keygen -o {} 2>/dev/null", key.display()))
+        .status
+        .success());
+    let o = sh(&format!("age-keygen -y {}", key.display()));
+    let recipient = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let enc = t.path().join("offsite-enc");
+    let o = bk(Some(&stack.config), t.path())
+        .args(["push", &name, "--encrypt-to", &recipient, "--to"])
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let age_file = enc.join(&name).join("config.tar.zst.age");
+    let o = sh(&format!(
+        "age -d -i {} {} | cmp - {}",
+        key.display(),
+        age_file.display(),
+        path.join("config.tar.zst").display()
+    ));
+    assert!(o.status.success(), "decrypts to the artifact: {}", text(&o));
+    let env = std::fs::read_to_string(kit::repo_root().join("tests/stack/.env")).unwrap();
+    let secret = env
+        .lines()
+        .find_map(|l| l.strip_prefix("POSTGRES_PASSWORD="))
+        .unwrap();
+    let o = sh(&format!(
+        "zstd -dc < {} 2>/dev/null | grep -c {secret}",
+        age_file.display()
+    ));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "0");
+    assert!(enc.join(&name).join(set::MANIFEST).exists());
+    assert!(!enc.join(&name).join("config.tar.zst").exists());
+}

@@ -51,7 +51,7 @@ ensure_docker() {
 }
 
 install_prereqs() {
-  apt_install debootstrap prometheus zstd postgresql-client docker-compose ca-certificates python3-aiosmtpd hcloud-cli
+  apt_install debootstrap prometheus zstd postgresql-client rclone age docker-compose ca-certificates python3-aiosmtpd hcloud-cli
   ensure_docker || true
   if command -v docker >/dev/null; then install_compose_v2; fi
 }
