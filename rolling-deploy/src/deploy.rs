@@ -238,7 +238,13 @@ impl<'a> Run<'a> {
             reason,
             logs: me.logs(c),
         };
-        let before = self.inspect_one(c).map_err(|e| fail(self, e.to_string()))?;
+        // A run killed during `compose up` can leave the container missing:
+        // then there is nothing to drain and compose creates it.
+        let before = match self.inspect_one(c) {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) => missing_status(c),
+            Err(e) => return Err(fail(self, e.to_string())),
+        };
         let mut rec = InstanceRecord {
             container: c.to_string(),
             from: before.image.clone(),
@@ -454,6 +460,67 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Caddy's config to restore after each instance: the running one, or
+    /// the one an unfinished run recorded when it left a drain behind.
+    /// Instances that do not serve now stay out until they are replaced.
+    fn recover_lb(
+        &mut self,
+        caddy: &Caddy,
+        containers: &[String],
+        statuses: &[ContainerStatus],
+        leftover: Option<&Journal>,
+    ) -> Result<Value, Failure> {
+        let s = self.s;
+        let mut cfg = caddy.config()?;
+        if caddy::has_hold_server(&cfg) {
+            match leftover.and_then(|j| j.caddy_config.clone()) {
+                Some(orig) => {
+                    caddy.load(&orig)?;
+                    self.say(
+                        "recovered",
+                        "put Caddy's config back as it was before the unfinished run".into(),
+                        json!({}),
+                    );
+                    cfg = orig;
+                }
+                None => {
+                    return Err(Failure::new(
+                        ExitCode::Negative,
+                        "Caddy still holds a drain from an earlier run and no journal says what it was: reload Caddy's own config (`docker exec CADDY caddy reload --config /etc/caddy/Caddyfile`) and retry",
+                    ))
+                }
+            }
+        }
+        // Instances that do not serve now (left stopped or missing by a
+        // killed run) stay out of the load balancer until replaced.
+        let port = s.config.deploy.upstream_port;
+        let bad: Vec<&String> = containers
+            .iter()
+            .filter(|c| {
+                !statuses
+                    .iter()
+                    .any(|st| &st.name == *c && st.is_running() && st.health == Health::Healthy)
+            })
+            .collect();
+        if !bad.is_empty() && bad.len() < containers.len() {
+            let mut held = cfg.clone();
+            for b in &bad {
+                held = caddy::without_upstream(&held, &format!("{b}:{port}"));
+            }
+            caddy.load(&held)?;
+            let names: Vec<&str> = bad.iter().map(|b| b.as_str()).collect();
+            self.say(
+                "step",
+                format!(
+                    "{} not serving: kept out of the load balancer until replaced",
+                    names.join(", ")
+                ),
+                json!({"containers": names}),
+            );
+        }
+        Ok(cfg)
+    }
+
     /// Runs a deploy (`kind` "deploy", `target` REPO:TAG) or a rollback
     /// (`target` a tag, or none for the recorded rollback point).
     pub fn execute(
@@ -468,7 +535,9 @@ impl<'a> Run<'a> {
         self.docker.ping()?;
         let containers = s.containers.clone();
         let inspected = self.docker.inspect(&containers)?;
-        if !inspected.missing.is_empty() {
+        let leftover = Journal::load(&self.state_dir);
+        // After a killed run an instance may be missing: the run recreates it.
+        if !inspected.missing.is_empty() && leftover.is_none() {
             return Err(Failure::new(
                 ExitCode::Negative,
                 format!(
@@ -479,7 +548,6 @@ impl<'a> Run<'a> {
             ));
         }
         let statuses = inspected.found;
-        let leftover = Journal::load(&self.state_dir);
         let running = statuses
             .iter()
             .find(|c| !c.image.is_empty())
@@ -525,28 +593,10 @@ impl<'a> Run<'a> {
             );
         }
         self.compose = Some(Compose::detect(&s.config, &self.docker)?);
-        if let Some(caddy) = &self.caddy {
-            let mut cfg = caddy.config()?;
-            if caddy::has_hold_server(&cfg) {
-                match leftover.as_ref().and_then(|j| j.caddy_config.clone()) {
-                    Some(orig) => {
-                        caddy.load(&orig)?;
-                        self.say(
-                            "recovered",
-                            "put Caddy's config back as it was before the unfinished run".into(),
-                            json!({}),
-                        );
-                        cfg = orig;
-                    }
-                    None => {
-                        return Err(Failure::new(
-                            ExitCode::Negative,
-                            "Caddy still holds a drain from an earlier run and no journal says what it was: reload Caddy's own config (`docker exec CADDY caddy reload --config /etc/caddy/Caddyfile`) and retry",
-                        ))
-                    }
-                }
-            }
-            self.base_cfg = Some(cfg);
+        if let Some(caddy) = self.caddy.take() {
+            let cfg = self.recover_lb(&caddy, &containers, &statuses, leftover.as_ref());
+            self.caddy = Some(caddy);
+            self.base_cfg = Some(cfg?);
         }
         if let Some(j) = &leftover {
             if !j.interrupted {
@@ -663,7 +713,18 @@ impl<'a> Run<'a> {
                 interrupted = true;
                 break;
             }
-            let st = self.inspect_one(c)?;
+            let st = match self.inspect_one(c) {
+                Ok(st) => st,
+                Err(Error::NotFound(_)) => {
+                    self.say(
+                        "warning",
+                        format!("{c}: missing (left by the unfinished run); creating it"),
+                        json!({"container": c}),
+                    );
+                    missing_status(c)
+                }
+                Err(e) => return Err(e.into()),
+            };
             if st.image_id == target_id && st.image == image && st.health == Health::Healthy {
                 self.say(
                     "step",
@@ -953,6 +1014,23 @@ impl<'a> Run<'a> {
                 );
             }
         }
+    }
+}
+
+/// Stands for a container that does not exist (compose will create it).
+fn missing_status(c: &str) -> ContainerStatus {
+    ContainerStatus {
+        name: c.to_string(),
+        id: String::new(),
+        state: "missing".into(),
+        health: Health::None,
+        health_log: String::new(),
+        restart_count: 0,
+        image_id: String::new(),
+        image: String::new(),
+        exit_code: 0,
+        compose_service: String::new(),
+        compose_project: String::new(),
     }
 }
 

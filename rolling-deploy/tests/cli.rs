@@ -222,6 +222,31 @@ fn caddy_upstreams() -> Vec<String> {
     a
 }
 
+/// Caddy's running config as text (read inside the container with curl).
+fn caddy_config() -> String {
+    let o = kit::docker(&[
+        "exec",
+        "daon-caddy",
+        "curl",
+        "-fsS",
+        "http://127.0.0.1:2019/config/",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Every instance is routed by both Caddy servers and no drain is left.
+fn assert_caddy_intact() {
+    let cfg = caddy_config();
+    assert!(
+        !cfg.contains("daon_ops_drain_hold"),
+        "a drain is left: {cfg}"
+    );
+    for c in APIS {
+        assert_eq!(cfg.matches(&format!("{c}:3000")).count(), 2, "{cfg}");
+    }
+}
+
 // ---------------------------------------------------------------- no Docker
 
 #[test]
@@ -293,6 +318,7 @@ fn good_deploy_then_rollback_lose_no_request() {
         caddy_upstreams(),
         vec!["daon-api-1:3000", "daon-api-2:3000", "daon-api-3:3000"]
     );
+    assert_caddy_intact();
 
     let (o, load) = under_load("rollback (daon-rolling-deploy rollback)", || {
         rd(&stack.config, dirs.path())
@@ -573,7 +599,7 @@ fn sigint_mid_deploy_leaves_every_instance_serving_and_the_next_run_completes() 
     for c in APIS {
         assert_eq!(kit::health(c), "healthy", "{c} must still serve");
     }
-    assert_eq!(caddy_upstreams().len(), 3, "every instance back in Caddy");
+    assert_caddy_intact();
     let v = versions();
     assert!(
         v.contains(&"rd-int".to_string()) && v.contains(&"local".to_string()),
@@ -623,4 +649,89 @@ fn slow_starting_healthy_version_is_not_rolled_back() {
         healthy >= 20_000,
         "it did wait for the slow start: {healthy} ms"
     );
+}
+
+/// A run killed outright (SIGKILL while an instance is out of Caddy): the
+/// others keep serving, `status` shows the unfinished run, and the next run
+/// reports it, puts Caddy's config back and completes.
+#[test]
+fn killed_run_is_reported_and_recovered_by_the_next_one() {
+    let Some(stack) = kit::stack("killed") else {
+        return;
+    };
+    let _m = kit::mutate();
+    api_image("rd-kill", "slow-start=6");
+    let dirs = tempfile::tempdir().unwrap();
+    let journal = dirs.path().join("state/rolling-deploy.journal.json");
+    let (_, load) = under_load(
+        "deploy killed with SIGKILL while daon-api-1 is drained",
+        || {
+            let mut child = rd(&stack.config, dirs.path())
+                .args(["--image", "daon-api:rd-kill", "--monitor", "1s"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let t = Instant::now();
+            loop {
+                let j: Value = std::fs::read_to_string(&journal)
+                    .ok()
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or(Value::Null);
+                if j["phase"] == "recreate daon-api-1" {
+                    break;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "deploy made no progress"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            // Compose, its output pipe gone, may die half-way: daon-api-1 can be
+            // stopped or missing; the other two serve.
+            std::thread::sleep(Duration::from_secs(3));
+            report(&format!(
+                "after SIGKILL daon-api-1 is {:?}",
+                kit::health("daon-api-1")
+            ));
+        },
+    );
+    assert_eq!(load.failed, 0, "failed requests: {:?}", load.errors);
+    assert!(
+        caddy_config().contains("daon_ops_drain_hold"),
+        "the killed run left daon-api-1 drained"
+    );
+    let st = rd(&stack.config, dirs.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    let st = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        st.contains("no deploy in progress") && st.contains("unfinished:") && st.contains("killed"),
+        "{st}"
+    );
+
+    let (o, load) = under_load("the run after the killed one", || {
+        rd(&stack.config, dirs.path())
+            .args(["--image", "daon-api:rd-kill", "--monitor", "1s"])
+            .output()
+            .unwrap()
+    });
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(load.failed, 0, "failed requests: {:?}", load.errors);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("found:") && err.contains("did not finish"),
+        "{err}"
+    );
+    assert!(err.contains("put Caddy's config back"), "{err}");
+    assert_all_on("rd-kill");
+    assert_caddy_intact();
+    let h = history(&stack.config, dirs.path());
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(h[0]["outcome"], "killed");
+    assert_eq!(h[1]["outcome"], "ok");
 }
