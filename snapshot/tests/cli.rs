@@ -953,6 +953,47 @@ fn ok(o: Output, what: &str) -> String {
     stdout(&o)
 }
 
+/// Runs `hcloud context create NAME` (interactive: script(1) gives it a
+/// terminal) writing to a fresh HCLOUD_CONFIG; returns that file.
+fn hcloud_context_create(t: &T, name: &str) -> std::path::PathBuf {
+    use std::io::Write;
+    use std::process::Stdio;
+    let cli = t.dir.path().join("hcloud-cli.toml");
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("hcloud context create {name}"),
+            "/dev/null",
+        ])
+        .env("HCLOUD_CONFIG", &cli)
+        .env_remove("HCLOUD_TOKEN")
+        .env("HOME", t.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    writeln!(stdin, "{TOKEN}").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&cli).is_ok_and(|s| s.contains(TOKEN)) {
+        assert!(
+            Instant::now() < deadline,
+            "hcloud context create wrote no config"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    cli
+}
+
 fn snapshot_ids(t: &T) -> BTreeSet<u64> {
     let o = snap(t).args(["list", "--json"]).output().unwrap();
     records(&json_lines(&o), "image")
@@ -1089,8 +1130,10 @@ fn the_official_cli_agrees_with_the_fake_and_with_daon_snapshot() {
         .collect();
     assert_eq!(managed, theirs);
 
-    // The same CLI config file gives both tools the token.
-    let cli = write_cli_config(t.dir.path(), TOKEN);
+    // The CLI config file that hcloud itself writes gives both tools the token.
+    let cli = hcloud_context_create(&t, "prod");
+    let text = std::fs::read_to_string(&cli).unwrap();
+    assert!(text.contains("active_context = \"prod\""), "{text}");
     let o = hcloud(&t)
         .unwrap()
         .env_remove("HCLOUD_TOKEN")
