@@ -1236,3 +1236,29 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The example shipped as /etc/daon/daon.toml (etc/daon.toml) must stay
+    /// complete and true: it parses, and it says exactly the built-in default.
+    #[test]
+    fn shipped_example_config_is_the_built_in_default() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/daon.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let parsed = Config::parse(&text, &p).unwrap();
+        assert_eq!(
+            parsed,
+            Config::default(),
+            "etc/daon.toml drifted from Config::default()"
+        );
+        let every_section = toml::to_string(&Config::default()).unwrap();
+        for line in every_section.lines().filter(|l| l.starts_with('[')) {
+            assert!(
+                text.contains(line),
+                "etc/daon.toml lacks the section {line}"
+            );
+        }
+    }
+}
