@@ -48,8 +48,7 @@ under .partial-<name> and renamed into place only when complete; `list`, `verify
     name = "daon-backup",
     version,
     about = "Back up the DAON stack (database, chain data, config) into a verified, atomically committed set",
-    after_help = "See --help for examples, the set layout and exit codes.",
-    args_conflicts_with_subcommands = true
+    after_help = "See --help for examples, the set layout and exit codes."
 )]
 pub struct Cli {
     /// Config file (see --help for the search path)

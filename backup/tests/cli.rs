@@ -250,6 +250,13 @@ fn prune_keeps_exactly_what_the_policy_says_never_newest_or_tagged() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(complete_sets(&dir), vec![all[23].clone()]);
+    // Global flags go before or after the subcommand.
+    let o = bk(None, t.path())
+        .args(["--json", "list"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"type\":\"summary\""));
 }
 
 // ---------------------------------------------------------------- the stack

@@ -39,8 +39,7 @@ does not. Exit 0 only if the stack is healthy afterwards.";
     name = "daon-restore",
     version,
     about = "Restore a daon-backup set into the DAON stack, or drill a restore into a throwaway database",
-    after_help = "See --help for examples, what happens in which order, and exit codes.",
-    args_conflicts_with_subcommands = true
+    after_help = "See --help for examples, what happens in which order, and exit codes."
 )]
 pub struct Cli {
     /// Set name, folder, or `latest`
@@ -68,7 +67,7 @@ pub struct Cli {
     pub lock_wait: Option<Duration>,
 
     /// Only these parts: db, chain, config (comma-separated)
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', global = true)]
     pub only: Vec<String>,
 
     /// Verify and print the plan; change nothing
