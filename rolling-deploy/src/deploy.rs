@@ -471,17 +471,14 @@ impl<'a> Run<'a> {
         leftover: Option<&Journal>,
     ) -> Result<Value, Failure> {
         let s = self.s;
-        let mut cfg = caddy.config()?;
-        if caddy::has_hold_server(&cfg) {
+        let current = caddy.config()?;
+        let mut base = current.clone();
+        let mut recovered = false;
+        if caddy::has_hold_server(&current) {
             match leftover.and_then(|j| j.caddy_config.clone()) {
                 Some(orig) => {
-                    caddy.load(&orig)?;
-                    self.say(
-                        "recovered",
-                        "put Caddy's config back as it was before the unfinished run".into(),
-                        json!({}),
-                    );
-                    cfg = orig;
+                    base = orig;
+                    recovered = true;
                 }
                 None => {
                     return Err(Failure::new(
@@ -492,7 +489,8 @@ impl<'a> Run<'a> {
             }
         }
         // Instances that do not serve now (left stopped or missing by a
-        // killed run) stay out of the load balancer until replaced.
+        // killed run) stay out of the load balancer until replaced: one load,
+        // so Caddy never routes to them in between.
         let port = s.config.deploy.upstream_port;
         let bad: Vec<&String> = containers
             .iter()
@@ -502,12 +500,11 @@ impl<'a> Run<'a> {
                     .any(|st| &st.name == *c && st.is_running() && st.health == Health::Healthy)
             })
             .collect();
+        let mut want = base.clone();
         if !bad.is_empty() && bad.len() < containers.len() {
-            let mut held = cfg.clone();
             for b in &bad {
-                held = caddy::without_upstream(&held, &format!("{b}:{port}"));
+                want = caddy::without_upstream(&want, &format!("{b}:{port}"));
             }
-            caddy.load(&held)?;
             let names: Vec<&str> = bad.iter().map(|b| b.as_str()).collect();
             self.say(
                 "step",
@@ -518,7 +515,17 @@ impl<'a> Run<'a> {
                 json!({"containers": names}),
             );
         }
-        Ok(cfg)
+        if want != current {
+            caddy.load(&want)?;
+        }
+        if recovered {
+            self.say(
+                "recovered",
+                "put Caddy's config back as it was before the unfinished run".into(),
+                json!({}),
+            );
+        }
+        Ok(base)
     }
 
     /// Runs a deploy (`kind` "deploy", `target` REPO:TAG) or a rollback

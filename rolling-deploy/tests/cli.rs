@@ -56,6 +56,7 @@ struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    retried: Arc<AtomicU64>,
     errors: Arc<Mutex<Vec<String>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -63,6 +64,7 @@ struct Load {
 struct Counts {
     ok: u64,
     failed: u64,
+    retried: u64,
     errors: Vec<String>,
 }
 
@@ -71,11 +73,17 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
+        let retried = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..CLIENTS)
             .map(|i| {
-                let (stop, ok, failed, errors) =
-                    (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+                let (stop, ok, failed, retried, errors) = (
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    retried.clone(),
+                    errors.clone(),
+                );
                 std::thread::spawn(move || {
                     let agent = http::agent(AgentOptions {
                         timeout: Duration::from_secs(15),
@@ -91,7 +99,23 @@ impl Load {
                             "/slow?ms=60".to_string()
                         };
                         n += 1;
-                        match http::get(&agent, &format!("{LB}{path}")) {
+                        let url = format!("{LB}{path}");
+                        let mut answer = http::get(&agent, &url);
+                        // RFC 9112 §9.3.1 (7230 §6.3.1): a GET whose kept-alive
+                        // connection the server closed before answering may be
+                        // sent again, as browsers, curl, Go and OkHttp do.
+                        // Caddy closes idle connections at every config
+                        // reload; ureq retries a reset but not this EOF.
+                        if answer.as_ref().is_err_and(closed_before_answer) {
+                            retried.fetch_add(1, Ordering::SeqCst);
+                            let fresh = http::agent(AgentOptions {
+                                timeout: Duration::from_secs(15),
+                                ..AgentOptions::default()
+                            })
+                            .unwrap();
+                            answer = http::get(&fresh, &url);
+                        }
+                        match answer {
                             Ok(r) if r.status == 200 => {
                                 ok.fetch_add(1, Ordering::SeqCst);
                             }
@@ -116,6 +140,7 @@ impl Load {
             stop,
             ok,
             failed,
+            retried,
             errors,
             threads,
         }
@@ -130,9 +155,17 @@ impl Load {
         Counts {
             ok: self.ok.load(Ordering::SeqCst),
             failed: self.failed.load(Ordering::SeqCst),
+            retried: self.retried.load(Ordering::SeqCst),
             errors,
         }
     }
+}
+
+/// The server closed a kept-alive connection before any answer (no request
+/// was processed): the case where HTTP clients resend an idempotent request.
+fn closed_before_answer(e: &daon_common::Error) -> bool {
+    let m = e.to_string().to_ascii_lowercase();
+    m.contains("unexpected eof") || m.contains("connection reset") || m.contains("broken pipe")
 }
 
 /// Runs `f` under load (1 s of traffic before and after) and reports the counts.
@@ -145,9 +178,10 @@ fn under_load<T>(label: &str, f: impl FnOnce() -> T) -> (T, Counts) {
     std::thread::sleep(Duration::from_secs(1));
     let c = load.finish();
     report(&format!(
-        "LOAD {label}: {} requests through Caddy from {CLIENTS} clients, {} failed ({:.1}s){}",
+        "LOAD {label}: {} requests through Caddy from {CLIENTS} clients, {} failed, {} resent once after Caddy closed an idle keep-alive connection ({:.1}s){}",
         c.ok + c.failed,
         c.failed,
+        c.retried,
         took.as_secs_f64(),
         if c.errors.is_empty() {
             String::new()
@@ -304,12 +338,31 @@ fn good_deploy_then_rollback_lose_no_request() {
     assert_all_on("local");
     assert!(history(&stack.config, dirs.path()).is_empty());
 
+    // A failing pre-deploy hook aborts before anything changes.
+    let o = rd(&stack.config, dirs.path())
+        .args(["--image", "daon-api:rd-good", "--pre-deploy", "exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pre-deploy hook failed"));
+    assert_all_on("local");
+
+    let hook_out = dirs.path().join("post-deploy.txt");
+    let post = format!(
+        "echo \"$DAON_DEPLOY_KIND $DAON_DEPLOY_VERSION $DAON_DEPLOY_PREVIOUS $DAON_DEPLOY_OUTCOME\" > {}",
+        hook_out.display()
+    );
     let (o, load) = under_load("deploy of a good version (daon-rolling-deploy)", || {
         rd(&stack.config, dirs.path())
             .args(["--image", "daon-api:rd-good", "--monitor", "3s"])
+            .args(["--post-deploy", &post])
             .output()
             .unwrap()
     });
+    assert_eq!(
+        std::fs::read_to_string(&hook_out).unwrap().trim(),
+        "deploy rd-good daon-api:local ok"
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(load.failed, 0, "failed requests: {:?}", load.errors);
     assert!(load.ok > 100, "the load generator barely ran: {}", load.ok);
