@@ -43,6 +43,9 @@ pub struct NotifyConfig {
     pub timeout: Duration,
     /// Extra attempts after a failed delivery.
     pub retries: u32,
+    /// Also notify when a tool run succeeds (deploys, backups...), not only
+    /// when it fails.
+    pub on_success: bool,
 }
 
 /// SMTP transport security.
@@ -71,6 +74,7 @@ impl Default for NotifyConfig {
             ping_url: String::new(),
             timeout: Duration::from_secs(10),
             retries: 2,
+            on_success: true,
         }
     }
 }
@@ -347,6 +351,75 @@ impl Notifier {
                 detail: t.kind().to_string(),
             }),
         }
+    }
+}
+
+/// One run of a tool, as monitoring sees it: a dead-man ping at the start
+/// and at the end (with the exit code), and a success or failure message
+/// on the configured channels. Nothing here changes the tool's exit code.
+pub struct Run {
+    tool: String,
+    cfg: NotifyConfig,
+    state_dir: PathBuf,
+    ping: Option<Ping>,
+}
+
+impl Run {
+    /// Sends the start ping (when `ping_url` is set).
+    pub fn start(cfg: &NotifyConfig, state_dir: &Path, tool: &str) -> Run {
+        Run {
+            tool: tool.to_string(),
+            cfg: cfg.clone(),
+            state_dir: state_dir.to_path_buf(),
+            ping: Ping::start(cfg, tool),
+        }
+    }
+
+    /// Ends the run: the end ping with `code` and `tail`, and — when `notify`
+    /// is true and a channel is configured — a message: `failure` for a
+    /// non-zero code, `success` (unless `on_success = false`) otherwise.
+    pub fn finish(
+        self,
+        code: u8,
+        notify: bool,
+        subject: &str,
+        body: &str,
+        fields: serde_json::Value,
+    ) {
+        if let Some(p) = &self.ping {
+            p.end(code, body, &self.tool);
+        }
+        if !notify || (code == 0 && !self.cfg.on_success) {
+            return;
+        }
+        let Ok(n) = Notifier::new(&self.cfg, &self.state_dir) else {
+            return;
+        };
+        n.flush_pending();
+        if !n.enabled() {
+            return;
+        }
+        let (event, word) = if code == 0 {
+            ("success", "OK")
+        } else {
+            ("failure", "FAILED")
+        };
+        let mut f = fields;
+        if let Some(o) = f.as_object_mut() {
+            o.insert("exit_code".into(), code.into());
+            o.insert("host".into(), crate::lock::hostname().into());
+        }
+        n.send(&Message {
+            tool: self.tool.clone(),
+            event: event.into(),
+            subject: format!(
+                "[DAON {}] {} {word}: {subject}",
+                crate::lock::hostname(),
+                self.tool
+            ),
+            body: body.to_string(),
+            fields: f,
+        });
     }
 }
 

@@ -569,65 +569,13 @@ mod receivers {
     //! (the "service"), which also records every request (webhook, pings),
     //! and a real SMTP server (aiosmtpd) writing to a maildir.
 
-    use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
     use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU16, Ordering};
-    use std::sync::{Arc, Mutex};
 
-    pub struct Http {
-        pub url: String,
-        pub status: Arc<AtomicU16>,
-        pub requests: Arc<Mutex<Vec<(String, String)>>>,
-    }
+    pub use daon_testkit::Recorder as Http;
 
     pub fn http() -> Http {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        let status = Arc::new(AtomicU16::new(200));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let (st, rq) = (status.clone(), requests.clone());
-        std::thread::spawn(move || {
-            for s in l.incoming().flatten() {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut first = String::new();
-                if r.read_line(&mut first).is_err() {
-                    continue;
-                }
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = r.read_exact(&mut body);
-                let line = first
-                    .split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                rq.lock()
-                    .unwrap()
-                    .push((line, String::from_utf8_lossy(&body).into_owned()));
-                let code = st.load(Ordering::SeqCst);
-                let _ = (&s).write_all(
-                    format!(
-                        "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                    )
-                    .as_bytes(),
-                );
-            }
-        });
-        Http {
-            url,
-            status,
-            requests,
-        }
+        Http::start()
     }
 
     pub struct Smtp {

@@ -96,49 +96,6 @@ impl Env {
     }
 }
 
-/// Requests a receiver has seen: ("METHOD path", body).
-type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
-
-/// A loopback HTTP receiver recording "METHOD path" and bodies (maintenance
-/// switch, webhook notifications).
-fn receiver() -> (String, Seen) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let rec = seen.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut first = String::new();
-            let _ = r.read_line(&mut first);
-            let mut len = 0;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
-            let line = first
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ");
-            rec.lock()
-                .unwrap()
-                .push((line, String::from_utf8_lossy(&body).into_owned()));
-            let _ = (&s)
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (url, seen)
-}
-
 fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -268,7 +225,8 @@ fn stack_all_gates_pass_reboot_runs_once_after_stop_and_verify_brings_it_back() 
     let e = Env::new();
     e.need_reboot();
     e.fresh_backup(&stack.config);
-    let (url, seen) = receiver();
+    let rec = kit::Recorder::start();
+    let url = rec.url.clone();
     let with_hooks = |c: &mut Command| {
         c.env("DAON_REBOOT_MAINTENANCE_URL", format!("{url}/maintenance"))
             .env("DAON_NOTIFY_WEBHOOK_URL", format!("{url}/hook"));
@@ -297,7 +255,7 @@ fn stack_all_gates_pass_reboot_runs_once_after_stop_and_verify_brings_it_back() 
     with_hooks(&mut c);
     let o = c.arg("verify").output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let seen = seen.lock().unwrap().clone();
+    let seen = rec.seen();
     let lines: Vec<&str> = seen.iter().map(|(l, _)| l.as_str()).collect();
     assert_eq!(
         lines,

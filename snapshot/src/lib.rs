@@ -997,6 +997,41 @@ fn status(s: &Settings, c: &Client, out: &mut impl Write) -> Result<ExitCode, Ru
 }
 
 /// Parse, load, run: what `main` calls. Returns the process exit code.
+/// [`run`] with monitoring: dead-man pings around every run, and a success or
+/// failure notification ([notify]) for the commands that change something.
+fn run_monitored(s: &Settings) -> Result<ExitCode, RunError> {
+    let what = match &s.command {
+        Some(Command::Create { .. }) => Some("create"),
+        Some(Command::Prune { .. }) => Some("prune"),
+        Some(Command::EnableBackups) => Some("enable-backups"),
+        _ => None,
+    };
+    let mon = daon_common::notify::Run::start(
+        &s.config.notify,
+        &s.config.paths.state_dir,
+        "daon-snapshot",
+    );
+    let mut buf = Vec::new();
+    let r = run(s, &mut buf);
+    let printed = std::io::stdout().lock().write_all(&buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (code, body) = match &r {
+        Ok(c) => (c.code(), text.clone()),
+        Err(e) => (e.exit_code().code(), format!("{text}error: {e}")),
+    };
+    let subject = format!("{} for {}", what.unwrap_or("run"), s.server);
+    mon.finish(
+        code,
+        what.is_some(),
+        &subject,
+        &body,
+        json!({"command": what, "server": s.server}),
+    );
+    printed
+        .map_err(|e| RunError::Common(daon_common::Error::io("writing", "standard output", e)))?;
+    r
+}
+
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     let matches = match command().try_get_matches_from(args) {
         Ok(m) => m,
@@ -1019,7 +1054,7 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     let result = Config::load(cli.config.as_deref())
         .map_err(RunError::from)
         .and_then(|loaded| Settings::from_cli(cli, loaded))
-        .and_then(|s| run(&s, &mut std::io::stdout().lock()));
+        .and_then(|s| run_monitored(&s));
     match result {
         Ok(code) => code.code(),
         Err(e) if daon_common::error::is_broken_pipe(&e) => 0,

@@ -1211,3 +1211,79 @@ fn the_official_cli_sees_the_same_failures() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(snapshot_ids(&t).contains(&p));
 }
+
+#[test]
+fn create_notifies_success_and_failure_and_pings_the_dead_man_switch() {
+    let t = setup();
+    let rec = daon_testkit::Recorder::start();
+    let with_monitoring = |c: &mut Command| {
+        c.env(
+            "DAON_NOTIFY_WEBHOOK_URL",
+            format!("{}/hook/secret-hook-token", rec.url),
+        )
+        .env("DAON_NOTIFY_PING_URL", format!("{}/ping/abc", rec.url))
+        .env("DAON_PATHS_STATE_DIR", t.dir.path().join("state"));
+    };
+    let mut c = snap(&t);
+    with_monitoring(&mut c);
+    let o = c.arg("create").output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    t.fake.admin(
+        "action_error",
+        json!({"code": "image_create_failed", "message": "disk unreadable"}),
+    );
+    let mut c = snap(&t);
+    with_monitoring(&mut c);
+    let o = c.arg("create").output().unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    // A read-only command pings but does not notify.
+    let mut c = snap(&t);
+    with_monitoring(&mut c);
+    assert_eq!(code(&c.arg("list").output().unwrap()), 0);
+
+    let seen = rec.seen();
+    let lines: Vec<&str> = seen
+        .iter()
+        .map(|(l, _)| l.split('?').next().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "POST /ping/abc/start",
+            "POST /ping/abc/0",
+            "POST /hook/secret-hook-token",
+            "POST /ping/abc/start",
+            "POST /ping/abc/1",
+            "POST /hook/secret-hook-token",
+            "POST /ping/abc/start",
+            "POST /ping/abc/0",
+        ],
+        "{seen:#?}"
+    );
+    let ok: Value = serde_json::from_str(&seen[2].1).unwrap();
+    assert_eq!(ok["event"], "success");
+    assert!(
+        ok["text"]
+            .as_str()
+            .unwrap()
+            .contains("daon-snapshot OK: create for web-1"),
+        "{ok}"
+    );
+    assert!(
+        ok["text"].as_str().unwrap().contains("created snapshot"),
+        "{ok}"
+    );
+    let bad: Value = serde_json::from_str(&seen[5].1).unwrap();
+    assert_eq!(bad["event"], "failure");
+    assert_eq!(bad["fields"]["exit_code"], 1);
+    assert!(
+        bad["text"].as_str().unwrap().contains("disk unreadable"),
+        "{bad}"
+    );
+    for (_, body) in &seen {
+        assert!(
+            !body.contains(TOKEN),
+            "the API token leaked into a notification"
+        );
+    }
+}

@@ -355,3 +355,80 @@ pub fn mutate() -> Mutation {
     let l = lock();
     Mutation(l)
 }
+
+/// A real HTTP server on loopback that records every request and answers
+/// with a status the test can change: the "service" a check looks at, a
+/// webhook receiver, a dead-man ping receiver, a maintenance-mode switch.
+pub struct Recorder {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Status code of the answers (200 at first).
+    pub status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// ("METHOD path", body) of every request, in order.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Recorder {
+    /// Starts one on an ephemeral port.
+    pub fn start() -> Recorder {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::{AtomicU16, Ordering};
+        use std::sync::{Arc, Mutex};
+        let l = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("binding a recorder: {e}"));
+        let url = format!(
+            "http://{}",
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        let status = Arc::new(AtomicU16::new(200));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (st, rq) = (status.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let Ok(clone) = s.try_clone() else { continue };
+                let mut r = BufReader::new(clone);
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let line = first
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if let Ok(mut g) = rq.lock() {
+                    g.push((line, String::from_utf8_lossy(&body).into_owned()));
+                }
+                let code = st.load(Ordering::SeqCst);
+                let _ = (&s).write_all(
+                    format!(
+                        "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Recorder {
+            url,
+            status,
+            requests,
+        }
+    }
+
+    /// A copy of the requests so far.
+    pub fn seen(&self) -> Vec<(String, String)> {
+        self.requests.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
