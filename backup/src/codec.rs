@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// so cleanup guards (restart services, drop the partial set) run.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// zstd job size when multi-threaded (see [`Encoder::new`]).
+pub const JOB_SIZE: u32 = 2 << 20;
+
 /// Buffer size of our copy loops.
 pub const BUF: usize = 1 << 20;
 
@@ -52,6 +55,10 @@ impl<W: Write> Encoder<W> {
                 };
                 if n > 1 {
                     e.multithread(n)?;
+                    // zstd's default job is 4 windows (8 MB at level 3) and it
+                    // keeps about 2 jobs per worker in flight; 2 MB jobs keep
+                    // peak RSS well under 64 MB at a negligible cost in ratio.
+                    e.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
                 }
                 e.include_checksum(true)?;
                 Encoder::Zstd(e)
