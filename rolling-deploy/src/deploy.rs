@@ -584,7 +584,16 @@ impl<'a> Run<'a> {
         let (_, tag) = split_image(&image).map_err(|m| Failure::new(ExitCode::Usage, m))?;
 
         if s.dry_run {
-            return self.plan(kind, &image, &statuses, leftover.as_ref(), build.as_ref());
+            let code = self.plan(kind, &image, &statuses, leftover.as_ref(), build.as_ref())?;
+            if build.is_none() && self.image_id(&image)?.is_none() {
+                self.say(
+                    "error",
+                    format!("image {image} does not exist here: the run would stop (build it with --build PATH, pull or load it)"),
+                    json!({"image": image}),
+                );
+                return Ok(ExitCode::Negative.code());
+            }
+            return Ok(code);
         }
 
         let what = format!("daon-rolling-deploy {kind} {image} by {}", who());

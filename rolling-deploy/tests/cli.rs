@@ -337,6 +337,12 @@ fn good_deploy_then_rollback_lose_no_request() {
     assert_eq!(plan.matches("\"type\":\"plan\"").count(), 3, "{plan}");
     assert_all_on("local");
     assert!(history(&stack.config, dirs.path()).is_empty());
+    let o = rd(&stack.config, dirs.path())
+        .args(["--image", "daon-api:rd-no-such-version", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
 
     // A failing pre-deploy hook aborts before anything changes.
     let o = rd(&stack.config, dirs.path())
