@@ -6,7 +6,7 @@
 use crate::caddy::{self, Caddy};
 use crate::state::{self, HistoryEntry, InstanceRecord, Journal};
 use crate::{Failure, Settings};
-use daon_common::docker::{Compose, ContainerStatus, Docker, Health};
+use daon_common::docker::{Compose, ContainerStatus, Docker, Flavor, Health};
 use daon_common::http::{self, AgentOptions};
 use daon_common::output::json_line;
 use daon_common::process::Cmd;
@@ -299,10 +299,13 @@ impl<'a> Run<'a> {
             .compose
             .clone()
             .ok_or_else(|| fail(self, "compose not detected".into()))?;
-        compose
-            .cmd()
-            .env(&self.s.config.deploy.image_env, &tag)
-            .args(["up", "-d", "--no-deps", "--force-recreate", &service])
+        let mut up = compose.cmd().env(&self.s.config.deploy.image_env, &tag);
+        if compose.flavor == Flavor::V2 {
+            // Nothing on its output pipes unless it fails: if this process is
+            // killed, compose does not die of SIGPIPE half-way through.
+            up = up.args(["--progress", "quiet"]);
+        }
+        up.args(["up", "-d", "--no-deps", "--force-recreate", &service])
             .timeout(Duration::from_secs(300))
             .run()
             .map_err(|e| fail(self, format!("recreating: {e}")))?;
