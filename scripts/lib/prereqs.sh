@@ -57,7 +57,7 @@ install_actionlint() {
 }
 
 install_prereqs() {
-  apt_install debootstrap prometheus zstd postgresql-client rclone age docker-compose ca-certificates python3-aiosmtpd hcloud-cli
+  apt_install debootstrap prometheus zstd postgresql-client rclone age docker-compose ca-certificates python3-aiosmtpd hcloud-cli wrk openssl
   ensure_docker || true
   if command -v docker >/dev/null; then install_compose_v2; fi
   install_actionlint
