@@ -428,6 +428,19 @@ fn remove_non_dir(p: &Path) -> Result<(), String> {
 /// directory, never live data), checking every entry as [`scan`] does and
 /// never following a symlink. Ownership is kept when `owners` (root).
 pub fn extract<R: Read>(r: R, dest: &Path, owners: bool) -> Result<TarStats, String> {
+    extract_under(r, dest, owners, Path::new(""))
+}
+
+/// [`extract`], taking only what is under `prefix` inside the archive and
+/// dropping the prefix (the runbooks' `tar czf - /daon/.daon` stores
+/// `daon/.daon/...`). Directory entries above the prefix are skipped; any
+/// other entry outside it is an error naming it.
+pub fn extract_under<R: Read>(
+    r: R,
+    dest: &Path,
+    owners: bool,
+    prefix: &Path,
+) -> Result<TarStats, String> {
     let mut st = TarStats::default();
     let mut checker = Checker::default();
     let mut dirs: Vec<(PathBuf, u32, u64, u64, u64)> = Vec::new();
@@ -453,6 +466,23 @@ pub fn extract<R: Read>(r: R, dest: &Path, owners: bool) -> Result<TarStats, Str
         let mtime = h.mtime().unwrap_or(0);
         let Some(rel) = checker.check(&path, ty, link.as_deref())? else {
             continue;
+        };
+        let Some(rel) = under(&rel, ty, prefix)? else {
+            continue;
+        };
+        let link = match (ty, link) {
+            (EntryType::Link, Some(l)) => {
+                let l = normalize(&l)?;
+                Some(l.strip_prefix(prefix).map(Path::to_path_buf).map_err(|_| {
+                    format!(
+                        "entry {:?}: hard link to {:?}, outside {:?}",
+                        rel.display(),
+                        l.display(),
+                        prefix.display()
+                    )
+                })?)
+            }
+            (_, l) => l,
         };
         ensure_parent(dest, &rel)?;
         let target = dest.join(&rel);
@@ -525,6 +555,51 @@ pub fn extract<R: Read>(r: R, dest: &Path, owners: bool) -> Result<TarStats, Str
         }
     }
     Ok(st)
+}
+
+fn under(rel: &Path, ty: EntryType, prefix: &Path) -> Result<Option<PathBuf>, String> {
+    if prefix.as_os_str().is_empty() {
+        return Ok(Some(rel.to_path_buf()));
+    }
+    match rel.strip_prefix(prefix) {
+        Ok(x) if x.as_os_str().is_empty() => Ok(None),
+        Ok(x) => Ok(Some(x.to_path_buf())),
+        Err(_) if ty == EntryType::Directory && prefix.starts_with(rel) => Ok(None),
+        Err(_) => Err(format!(
+            "entry {:?} is outside {:?}, the folder this archive should hold",
+            rel.display(),
+            prefix.display()
+        )),
+    }
+}
+
+/// The longest folder every non-directory entry of an archive lies in
+/// (`daon/.daon` for the runbooks' chain archive), or empty. Reads the whole archive.
+pub fn common_prefix<R: Read>(r: R) -> Result<PathBuf, String> {
+    let mut ar = tar::Archive::new(r);
+    let mut prefix: Option<PathBuf> = None;
+    for e in ar
+        .entries()
+        .map_err(|e| format!("not a tar archive: {e}"))?
+    {
+        let e = e.map_err(|e| format!("corrupt archive: {e}"))?;
+        let p = normalize(&e.path().map_err(|e| format!("bad entry name: {e}"))?)?;
+        // Directory entries above the data (`daon/`) do not narrow it.
+        if e.header().entry_type() == EntryType::Directory {
+            continue;
+        }
+        let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+        prefix = Some(match prefix {
+            None => dir,
+            Some(cur) => cur
+                .components()
+                .zip(dir.components())
+                .take_while(|(a, b)| a == b)
+                .map(|(a, _)| a.as_os_str())
+                .collect(),
+        });
+    }
+    Ok(prefix.unwrap_or_default())
 }
 
 fn rustix_nofollow() -> i32 {
@@ -606,6 +681,40 @@ mod tests {
             assert!(err.contains(want), "{want}: {err}");
             assert!(!d.path().join("escape").exists());
         }
+    }
+
+    #[test]
+    fn the_runbooks_absolute_chain_archive_extracts_under_its_prefix() {
+        // `tar czf - /daon/.daon` stores daon/.daon/...
+        let t = raw_tar(&[
+            ("daon/", EntryType::Directory, "", b""),
+            ("daon/.daon/", EntryType::Directory, "", b""),
+            (
+                "daon/.daon/data/blocks.log",
+                EntryType::Regular,
+                "",
+                b"1 2 3",
+            ),
+            (
+                "daon/.daon/config/genesis.json",
+                EntryType::Regular,
+                "",
+                b"{}",
+            ),
+        ]);
+        assert_eq!(common_prefix(&t[..]).unwrap(), Path::new("daon/.daon"));
+        let d = tempfile::tempdir().unwrap();
+        let x = extract_under(&t[..], d.path(), false, Path::new("daon/.daon")).unwrap();
+        assert_eq!(x.files, 2);
+        assert_eq!(
+            fs::read(d.path().join("data/blocks.log")).unwrap(),
+            b"1 2 3"
+        );
+        let outside = raw_tar(&[("etc/x", EntryType::Regular, "", b"x")]);
+        let d2 = tempfile::tempdir().unwrap();
+        let err =
+            extract_under(&outside[..], d2.path(), false, Path::new("daon/.daon")).unwrap_err();
+        assert!(err.contains("etc/x"), "{err}");
     }
 
     #[test]

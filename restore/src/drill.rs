@@ -147,7 +147,7 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError>
             std::thread::sleep(Duration::from_millis(500));
         }
         s.say(&format!("restoring {} into it", a.file));
-        match crate::restore::psql_restore(&docker, &name, user, db, &st.path, a) {
+        match crate::restore::psql_restore(&docker, &name, user, db, &st.path, a, "") {
             Err(e) => {
                 problems.push(format!("database: the dump does not restore: {e}"));
                 report(out, "database", false, format!("psql failed: {e}"))?;

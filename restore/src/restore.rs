@@ -203,6 +203,7 @@ pub fn psql_restore(
     database: &str,
     set_dir: &Path,
     a: &Artifact,
+    prelude: &str,
 ) -> Result<(), String> {
     let cmd = docker.cmd().args([
         "exec",
@@ -221,6 +222,7 @@ pub fn psql_restore(
     ]);
     let (out, feed_err) = cmd
         .run_feeding(|w| {
+            w.write_all(prelude.as_bytes())?;
             let mut r = verify::open(set_dir, a)?;
             codec::copy(&mut r, &mut &mut *w).map(|_| ())
         })
@@ -240,17 +242,19 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError>
     let say = |m: &str| s.say(m);
     let _lock = daon_backup::take_lock(&s.config, s.lock_wait, "daon-restore")?;
     let (st, manifest) = crate::resolve_and_verify(s)?;
-    let Some(m) = manifest else {
-        return Err(RestoreError::Failed(format!(
-            "{}: restoring the runbook layout is not supported by this version; restore it by hand (see the runbook) or make a new set with daon-backup",
-            st.name
-        )));
-    };
     let c = &s.config;
+    let (m, runbook) = match manifest {
+        Some(m) => (m, false),
+        None => (runbook_manifest(c, &st, &s.only)?, true),
+    };
     let docker = Docker::new(c);
     let kinds: Vec<Kind> = Kind::ALL
         .into_iter()
-        .filter(|k| s.only.contains(k) && m.artifact(*k).is_some())
+        .filter(|k| {
+            s.only.contains(k)
+                && (m.artifact(*k).is_some()
+                    || (runbook && *k == Kind::Config && st.path.join("env-backup").is_file()))
+        })
         .collect();
     let api: Vec<String> = c
         .services
@@ -328,12 +332,27 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError>
 
     // Stage: nothing live is touched yet.
     let staged_config = if kinds.contains(&Kind::Config) {
-        Some(stage_config(c, &st, &m)?)
+        let mut files = match m.artifact(Kind::Config) {
+            Some(a) => stage_config(c, &st, a, runbook)?,
+            None => Vec::new(),
+        };
+        if runbook && st.path.join("env-backup").is_file() {
+            let bytes = fs::read(st.path.join("env-backup"))
+                .map_err(|e| daon_common::Error::io("reading", st.path.join("env-backup"), e))?;
+            files.retain(|(rel, _, _)| *rel != c.compose.env_file);
+            files.push((c.compose.env_file.clone(), bytes, 0o600));
+        }
+        Some(files)
     } else {
         None
     };
     if let Some(p) = &chain {
-        stage_chain(p, &st, &m, &say)?;
+        let prefix = if runbook {
+            runbook_prefix(&st, m.artifact(Kind::Chain), &c.volumes.chain_path)
+        } else {
+            PathBuf::new()
+        };
+        stage_chain(p, &st, &m, &prefix, &say)?;
     }
 
     // Act.
@@ -362,6 +381,7 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError>
             &c.postgres.database,
             &st.path,
             a,
+            if runbook { RUNBOOK_PRELUDE } else { "" },
         )
         .map_err(|e| RestoreError::Failed(format!("database restore failed: {e}")))?;
         stopped.start()?;
@@ -462,25 +482,130 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError>
 fn stage_config(
     c: &Config,
     st: &SetInfo,
-    m: &Manifest,
+    a: &Artifact,
+    runbook: bool,
 ) -> Result<Vec<(PathBuf, Vec<u8>, u32)>, RestoreError> {
-    let a = m
-        .artifact(Kind::Config)
-        .ok_or_else(|| RestoreError::Failed("no config artifact".into()))?;
     let parent = c.compose.project_dir.clone();
     let tmp = tempfile::Builder::new()
         .prefix(".daon-restore-config-")
         .tempdir_in(&parent)
         .map_err(|e| daon_common::Error::io("creating a staging directory in", &parent, e))?;
+    let prefix = if runbook {
+        // `tar czf config.tar.gz /opt/daon-source/.env ...` stores opt/daon-source/...
+        verify::open(&st.path, a)
+            .ok()
+            .and_then(|r| archive::common_prefix(r).ok())
+            .unwrap_or_default()
+    } else {
+        PathBuf::new()
+    };
     let r = verify::open(&st.path, a)
         .map_err(|e| daon_common::Error::io("reading", st.path.join(&a.file), e))?;
-    archive::extract(r, tmp.path(), false).map_err(|e| RestoreError::Refused {
+    archive::extract_under(r, tmp.path(), false, &prefix).map_err(|e| RestoreError::Refused {
         set: st.name.clone(),
         problems: vec![format!("{}: {e}", a.file)],
     })?;
     let mut files = Vec::new();
     collect_files(tmp.path(), tmp.path(), &mut files)?;
     Ok(files)
+}
+
+/// Runbook dumps have no `DROP` statements: start from an empty schema, in
+/// the same transaction as the dump (a failure rolls the drop back too).
+pub const RUNBOOK_PRELUDE: &str = "DROP SCHEMA IF EXISTS public CASCADE;\nCREATE SCHEMA public;\n";
+
+/// The runbooks' chain archive (`tar czf - /daon/.daon`) stores `daon/.daon/...`.
+fn runbook_prefix(st: &SetInfo, a: Option<&Artifact>, chain_path: &str) -> PathBuf {
+    let want = PathBuf::from(chain_path.trim_start_matches('/'));
+    let common = a
+        .and_then(|a| verify::open(&st.path, a).ok())
+        .and_then(|r| archive::common_prefix(r).ok())
+        .unwrap_or_default();
+    if common.starts_with(&want) {
+        want
+    } else {
+        PathBuf::new()
+    }
+}
+
+/// A stand-in manifest for a runbook-layout folder (no hashes, no counts),
+/// after reading every archive to its end: hostile entries and a dump
+/// without pg_dump's closing line refuse it before anything is touched.
+fn runbook_manifest(c: &Config, st: &SetInfo, only: &[Kind]) -> Result<Manifest, RestoreError> {
+    let mut artifacts = Vec::new();
+    let mut problems = Vec::new();
+    let has = |f: &str| st.path.join(f).is_file();
+    let pick = |k: Kind| -> Option<&'static str> {
+        match k {
+            Kind::Database => ["database.sql.gz"].into_iter().find(|f| has(f)),
+            Kind::Chain => ["blockchain.tar.gz", "blockchain-data.tar.gz"]
+                .into_iter()
+                .find(|f| has(f)),
+            Kind::Config => ["config.tar.gz"].into_iter().find(|f| has(f)),
+        }
+    };
+    for k in Kind::ALL.into_iter().filter(|k| only.contains(k)) {
+        let Some(file) = pick(k) else { continue };
+        let a = Artifact {
+            kind: k,
+            file: file.into(),
+            source: "runbook".into(),
+            size: 0,
+            sha256: String::new(),
+            compression: daon_common::config::Compression::Gzip,
+            uncompressed_size: 0,
+            entries: None,
+            files: None,
+            file_bytes: None,
+            tables: None,
+            duration_ms: 0,
+        };
+        let checked = verify::open(&st.path, &a)
+            .map_err(|e| e.to_string())
+            .and_then(|mut r| {
+                if k == Kind::Database {
+                    let mut scan = daon_backup::sql::DumpScanner::default();
+                    codec::copy(&mut r, &mut scan).map_err(|e| e.to_string())?;
+                    if !scan.complete {
+                        return Err("the dump is truncated (no closing line from pg_dump)".into());
+                    }
+                    Ok(())
+                } else {
+                    archive::scan(r).map(|_| ())
+                }
+            });
+        if let Err(e) = checked {
+            problems.push(format!("{file}: {e}"));
+        }
+        artifacts.push(a);
+    }
+    if !problems.is_empty() {
+        return Err(RestoreError::Refused {
+            set: st.name.clone(),
+            problems,
+        });
+    }
+    if artifacts.is_empty() && !(only.contains(&Kind::Config) && has("env-backup")) {
+        return Err(RestoreError::NotFound(format!(
+            "{} holds none of the parts asked for",
+            st.name
+        )));
+    }
+    Ok(Manifest {
+        format: daon_backup::set::FORMAT.into(),
+        format_version: daon_backup::set::FORMAT_VERSION,
+        tool_version: String::new(),
+        name: st.name.clone(),
+        tag: None,
+        created: st.created,
+        finished: st.created,
+        host: String::new(),
+        compose_project: daon_backup::create::compose_project(c),
+        chain_id: String::new(),
+        chain_height: None,
+        images: Default::default(),
+        artifacts,
+    })
 }
 
 fn collect_files(
@@ -508,6 +633,7 @@ fn stage_chain(
     p: &ChainPaths,
     st: &SetInfo,
     m: &Manifest,
+    prefix: &Path,
     say: &dyn Fn(&str),
 ) -> Result<(), RestoreError> {
     let a = m
@@ -526,7 +652,7 @@ fn stage_chain(
     ));
     let r = verify::open(&st.path, a)
         .map_err(|e| daon_common::Error::io("reading", st.path.join(&a.file), e))?;
-    let result = archive::extract(r, &p.staging, archive::is_root());
+    let result = archive::extract_under(r, &p.staging, archive::is_root(), prefix);
     let stats = match result {
         Ok(x) => x,
         Err(e) => {
@@ -537,7 +663,8 @@ fn stage_chain(
             });
         }
     };
-    if Some(stats.files) != a.files || Some(stats.file_bytes) != a.file_bytes {
+    if a.files.is_some() && (Some(stats.files) != a.files || Some(stats.file_bytes) != a.file_bytes)
+    {
         let _ = fs::remove_dir_all(&p.staging);
         return Err(RestoreError::Refused {
             set: st.name.clone(),

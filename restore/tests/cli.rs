@@ -662,3 +662,149 @@ fn an_unhealthy_stack_after_the_swap_gets_the_old_chain_data_back() {
     let o = kit::docker(&["inspect", "-f", "{{.State.Running}}", &s.container]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "true");
 }
+
+#[test]
+fn the_runbook_layout_restores_only_with_allow_unverified() {
+    let Some(stack) = kit::stack("restore runbook layout") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    // A PostgreSQL of our own, so the runbook dump's whole-schema restore touches nothing shared.
+    let pg = format!("daon-restore-test-pg-{}", std::process::id());
+    let o = kit::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &pg,
+        "--network",
+        "none",
+        "-e",
+        "POSTGRES_USER=daon",
+        "-e",
+        "POSTGRES_DB=daon",
+        "-e",
+        "POSTGRES_PASSWORD=x",
+        "--entrypoint",
+        "/usr/local/bin/daon-postgres-entrypoint",
+        "daon-stack-base:local",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    struct Rm(String);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = kit::docker(&["rm", "-f", "-v", &self.0]);
+        }
+    }
+    let _rm = Rm(pg.clone());
+    let sql = |q: &str| {
+        let o = kit::docker(&[
+            "exec",
+            "-e",
+            "PGPASSWORD=x",
+            &pg,
+            "psql",
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "daon",
+            "-d",
+            "daon",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            q,
+        ]);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        )
+    };
+    let start = std::time::Instant::now();
+    while !sql("select 1").0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "scratch PostgreSQL did not start"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(sql("CREATE TABLE rb (id int); INSERT INTO rb SELECT generate_series(1, 40);").0);
+
+    // The runbook's own commands.
+    let set = t.path().join("backups/20261130-020000");
+    std::fs::create_dir_all(&set).unwrap();
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker exec {pg} pg_dump -U daon daon | gzip > {}/database.sql.gz",
+            set.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(
+        set.join("env-backup"),
+        "CHAIN_ID=daon-devnet-1\nPOSTGRES_PASSWORD=old\n",
+    )
+    .unwrap();
+    assert!(sql("DELETE FROM rb WHERE id > 5; CREATE TABLE junk (x int);").0);
+
+    let project = t.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join(".env"),
+        "CHAIN_ID=daon-devnet-1\nPOSTGRES_PASSWORD=new\n",
+    )
+    .unwrap();
+    let point = |c: &mut Command| {
+        c.env("DAON_POSTGRES_CONTAINER", &pg)
+            .env("DAON_SERVICES_API_CONTAINERS", "")
+            .env("DAON_COMPOSE_PROJECT_DIR", &project);
+    };
+    let mut r = restore(Some(&stack.config), t.path());
+    point(&mut r);
+    let o = r
+        .args(["20261130-020000", "--only", "db,config", "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(
+        sql("SELECT count(*) FROM rb").1,
+        "5",
+        "refused: nothing changed"
+    );
+
+    let mut r = restore(Some(&stack.config), t.path());
+    point(&mut r);
+    let o = r
+        .args([
+            "20261130-020000",
+            "--only",
+            "db,config",
+            "--yes",
+            "--allow-unverified",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot be verified"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(sql("SELECT count(*) FROM rb").1, "40");
+    assert_eq!(
+        sql("SELECT count(*) FROM pg_tables WHERE tablename = 'junk'").1,
+        "0"
+    );
+    let env = project.join(".env");
+    assert_eq!(
+        std::fs::read_to_string(&env).unwrap(),
+        "CHAIN_ID=daon-devnet-1\nPOSTGRES_PASSWORD=old\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&env).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
