@@ -57,6 +57,46 @@ pub struct Config {
     pub reboot: RebootConfig,
     /// The pre-launch security audit (`daon-health-check --suite pre-launch`).
     pub audit: AuditConfig,
+    /// The launch-day chain reset (daon-wipe-reset).
+    pub wipe: WipeConfig,
+}
+
+/// `[wipe]`: what daon-wipe-reset generates and how long it waits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WipeConfig {
+    /// `.env` secrets generated anew (256 bits each from the OS generator).
+    pub secret_names: Vec<String>,
+    /// Waiting for the new chain and a healthy stack.
+    #[serde(with = "duration")]
+    pub health_deadline: Duration,
+    /// How long the pre-wipe backup is the promised rollback.
+    #[serde(with = "duration")]
+    pub rollback_window: Duration,
+    /// Files copied out of the chain's data directory after init (validator key material).
+    pub key_files: Vec<String>,
+}
+
+impl Default for WipeConfig {
+    fn default() -> Self {
+        WipeConfig {
+            secret_names: [
+                "JWT_SECRET",
+                "ENCRYPTION_KEY",
+                "API_KEY_SECRET",
+                "POSTGRES_PASSWORD",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            health_deadline: Duration::from_secs(300),
+            rollback_window: Duration::from_secs(3600),
+            key_files: vec![
+                "config/priv_validator_key.json".into(),
+                "config/node_key.json".into(),
+            ],
+        }
+    }
 }
 
 /// `[audit]`: what the pre-launch audit expects of a production server.
@@ -494,6 +534,7 @@ impl Default for Config {
             hetzner: crate::hcloud::HetznerConfig::default(),
             reboot: RebootConfig::default(),
             audit: AuditConfig::default(),
+            wipe: WipeConfig::default(),
         }
     }
 }
