@@ -17,6 +17,7 @@ fn tools() -> Vec<clap::Command> {
         daon_rolling_deploy::command(),
         daon_reboot_guard::command(),
         daon_snapshot::command(),
+        daon_wipe_reset::command(),
     ]
 }
 
