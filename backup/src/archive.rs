@@ -352,6 +352,20 @@ fn resolve_within(rel: &Path, target: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// An entry's path and link target, as the hostile-entry check sees them
+/// (one reading for `scan` and `extract`, so the two can never disagree).
+fn names<R: Read>(e: &tar::Entry<'_, R>) -> Result<(PathBuf, Option<PathBuf>), String> {
+    let path = e
+        .path()
+        .map_err(|e| format!("bad entry name: {e}"))?
+        .into_owned();
+    let link = e
+        .link_name()
+        .map_err(|e| format!("bad link name: {e}"))?
+        .map(|l| l.into_owned());
+    Ok((path, link))
+}
+
 /// Reads a whole archive (all data), checking every entry; the first
 /// hostile entry is an error naming it. This is what `verify` and the
 /// before-touching check of `restore` run.
@@ -365,14 +379,7 @@ pub fn scan<R: Read>(r: R) -> Result<TarStats, String> {
     for e in entries {
         interrupted().map_err(|e| e.to_string())?;
         let mut e = e.map_err(|e| format!("corrupt archive: {e}"))?;
-        let path = e
-            .path()
-            .map_err(|e| format!("bad entry name: {e}"))?
-            .into_owned();
-        let link = e
-            .link_name()
-            .map_err(|e| format!("bad link name: {e}"))?
-            .map(|l| l.into_owned());
+        let (path, link) = names(&e)?;
         let ty = e.header().entry_type();
         if checker.check(&path, ty, link.as_deref())?.is_none() {
             continue;
@@ -451,14 +458,7 @@ pub fn extract_under<R: Read>(
     for e in entries {
         interrupted().map_err(|e| e.to_string())?;
         let mut e = e.map_err(|e| format!("corrupt archive: {e}"))?;
-        let path = e
-            .path()
-            .map_err(|e| format!("bad entry name: {e}"))?
-            .into_owned();
-        let link = e
-            .link_name()
-            .map_err(|e| format!("bad link name: {e}"))?
-            .map(|l| l.into_owned());
+        let (path, link) = names(&e)?;
         let h = e.header();
         let ty = h.entry_type();
         let mode = h.mode().unwrap_or(0o644) & 0o7777;
