@@ -275,6 +275,10 @@ pub enum ComposeCommand {
 pub struct DockerConfig {
     /// `docker --context NAME`; empty for the CLI's current context.
     pub context: String,
+    /// `docker --host URL`: a daemon endpoint (`unix:///path`, `tcp://host:2376`,
+    /// `ssh://user@host`); empty: `DOCKER_HOST` or the context. At most one of
+    /// `context` and `host`.
+    pub host: String,
     /// Timeout for one short Docker call (inspect, version).
     #[serde(with = "duration")]
     pub timeout: Duration,
@@ -555,6 +559,7 @@ impl Default for DockerConfig {
     fn default() -> Self {
         DockerConfig {
             context: String::new(),
+            host: String::new(),
             timeout: Duration::from_secs(20),
         }
     }
@@ -646,6 +651,47 @@ pub struct DeployConfig {
     pub drain_timeout: Duration,
     /// Image versions kept for rollback; older ones are removed (0: keep all).
     pub keep_images: usize,
+    /// Named hosts (datacenters) for `daon-rolling-deploy --host NAME`.
+    pub hosts: BTreeMap<String, DeployHostConfig>,
+}
+
+/// `[deploy.hosts.NAME]`: one Docker host of a multi-datacenter deploy. Empty
+/// URLs fall back to `deploy.caddy_admin_url`, `deploy.health_url` and
+/// `chain.rpc_url`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeployHostConfig {
+    /// A Docker context name, or an endpoint (`ssh://user@host`,
+    /// `unix:///path`, `tcp://host:2376`); empty: `[docker]` as configured.
+    pub docker: String,
+    /// This host's Caddy admin API.
+    pub caddy_admin_url: String,
+    /// This host's API through its load balancer, checked after the deploy.
+    pub health_url: String,
+    /// This host's chain node RPC.
+    pub rpc_url: String,
+}
+
+/// True when `target` names a Docker daemon endpoint (`scheme://...`) rather
+/// than a context.
+pub fn is_docker_endpoint(target: &str) -> bool {
+    target.contains("://")
+}
+
+/// Checks a Docker endpoint URL: a scheme the docker CLI knows and something after it.
+pub fn check_docker_endpoint(url: &str) -> std::result::Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("{url:?} is not an endpoint (SCHEME://...)"));
+    };
+    if !["unix", "tcp", "ssh", "npipe", "fd"].contains(&scheme) {
+        return Err(format!(
+            "{url:?}: Docker endpoints are unix://, tcp://, ssh://, npipe:// or fd://"
+        ));
+    }
+    if rest.is_empty() || rest.chars().any(char::is_whitespace) {
+        return Err(format!("{url:?} has no address after {scheme}://"));
+    }
+    Ok(())
 }
 
 impl Default for DeployConfig {
@@ -661,6 +707,7 @@ impl Default for DeployConfig {
             health_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             keep_images: 5,
+            hosts: BTreeMap::new(),
         }
     }
 }
@@ -929,6 +976,40 @@ impl Config {
                 "alerts.flap_changes",
                 "must be at least 2 and at most alerts.flap_window".into(),
             );
+        }
+        if !self.docker.context.is_empty() && !self.docker.host.is_empty() {
+            return bad(
+                "docker.host",
+                "set docker.context or docker.host, not both".into(),
+            );
+        }
+        if !self.docker.host.is_empty() {
+            if let Err(why) = check_docker_endpoint(&self.docker.host) {
+                return bad("docker.host", why);
+            }
+        }
+        for (name, h) in &self.deploy.hosts {
+            let key = |k: &str| format!("deploy.hosts.{name}.{k}");
+            if name.is_empty() || name.contains("://") {
+                return bad(
+                    &format!("deploy.hosts.{name:?}"),
+                    "a host name must not be empty or look like an endpoint".into(),
+                );
+            }
+            if is_docker_endpoint(&h.docker) {
+                if let Err(why) = check_docker_endpoint(&h.docker) {
+                    return bad(&key("docker"), why);
+                }
+            }
+            for (k, u) in [
+                ("caddy_admin_url", &h.caddy_admin_url),
+                ("health_url", &h.health_url),
+                ("rpc_url", &h.rpc_url),
+            ] {
+                if !u.is_empty() && !is_url(u) {
+                    return bad(&key(k), format!("{u:?} is not an http:// or https:// URL"));
+                }
+            }
         }
         if self.chain.status_command.is_empty() && self.chain.source != ChainSource::Rpc {
             return bad("chain.status_command", "must not be empty".into());
@@ -1259,6 +1340,47 @@ mod tests {
         redact(&mut v);
         let s = v.to_string();
         assert!(!s.contains("hunter2") && s.contains("/p"), "{s}");
+    }
+
+    #[test]
+    fn deploy_hosts_and_docker_host_parse_and_are_checked() {
+        let l = load_text(
+            "[deploy.hosts.dc1]\n[deploy.hosts.dc2]\ndocker = \"ssh://deploy@dc2.example\"\ncaddy_admin_url = \"http://10.0.0.2:2019\"\nhealth_url = \"https://dc2.example/health\"\nrpc_url = \"http://10.0.0.2:26657\"\n[deploy.hosts.dc3]\ndocker = \"dc3-context\"\n",
+            &[("DAON_DEPLOY_HOSTS_DC3_DOCKER", "unix:///run/dc3.sock")],
+        )
+        .unwrap();
+        let h = &l.config.deploy.hosts;
+        assert_eq!(h.len(), 3);
+        assert_eq!(h["dc1"], DeployHostConfig::default());
+        assert_eq!(h["dc2"].docker, "ssh://deploy@dc2.example");
+        assert_eq!(h["dc2"].rpc_url, "http://10.0.0.2:26657");
+        assert_eq!(
+            h["dc3"].docker, "unix:///run/dc3.sock",
+            "env overrides a host key"
+        );
+        for (text, key) in [
+            ("[deploy.hosts.x]\ndockr = \"a\"\n", "dockr"),
+            (
+                "[deploy.hosts.x]\ndocker = \"http://a\"\n",
+                "deploy.hosts.x.docker",
+            ),
+            (
+                "[deploy.hosts.x]\nhealth_url = \"a:80\"\n",
+                "deploy.hosts.x.health_url",
+            ),
+            ("[docker]\nhost = \"unix://\"\n", "docker.host"),
+            (
+                "[docker]\nhost = \"unix:///s\"\ncontext = \"c\"\n",
+                "docker.host",
+            ),
+        ] {
+            let err = load_text(text, &[]).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+            assert_eq!(err.exit_code(), crate::ExitCode::Config);
+        }
+        assert!(is_docker_endpoint("ssh://a") && !is_docker_endpoint("default"));
+        assert!(check_docker_endpoint("tcp://10.0.0.1:2376").is_ok());
+        assert!(check_docker_endpoint("ftp://x").is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Docker and Compose through their CLIs, read in structured form only
 //! (`docker inspect` JSON, `compose ps -q`): never grep human output, where
 //! "healthy" is a substring of "unhealthy". Works with Compose v2
-//! (`docker compose`) and v1 (`docker-compose`), honours `DOCKER_HOST` and
-//! `--context`.
+//! (`docker compose`) and v1 (`docker-compose`), honours `DOCKER_HOST`, and
+//! targets a context (`--context NAME`) or an endpoint (`--host URL`: another
+//! daemon over ssh://, tcp:// or a unix socket) when configured.
 
 use crate::config::{ComposeCommand, Config};
 use crate::error::{Error, Result};
@@ -167,10 +168,11 @@ pub fn parse_inspect(json: &[u8]) -> Result<Vec<ContainerStatus>> {
         .collect())
 }
 
-/// The docker CLI, bound to a context.
+/// The docker CLI, bound to a context or an endpoint.
 #[derive(Debug, Clone)]
 pub struct Docker {
     context: String,
+    host: String,
     timeout: Duration,
 }
 
@@ -184,28 +186,67 @@ pub struct Inspected {
 }
 
 impl Docker {
-    /// A client for the configured context (empty: the CLI's current one).
+    /// A client for the configured endpoint (`docker.host`) or context
+    /// (`docker.context`); both empty: `DOCKER_HOST` or the CLI's current context.
     pub fn new(config: &Config) -> Docker {
         Docker {
             context: config.docker.context.clone(),
+            host: config.docker.host.clone(),
             timeout: config.docker.timeout,
         }
     }
 
-    /// A `docker` command with the context applied.
-    pub fn cmd(&self) -> Cmd {
-        let c = Cmd::new("docker").timeout(self.timeout);
-        if self.context.is_empty() {
-            c
+    /// A client for `target`: an endpoint (`ssh://user@host`, `unix:///path`,
+    /// `tcp://...`) or a context name; empty: as [`Docker::new`].
+    pub fn for_target(config: &Config, target: &str) -> Docker {
+        let mut d = Docker::new(config);
+        if crate::config::is_docker_endpoint(target) {
+            d.host = target.to_string();
+            d.context.clear();
+        } else if !target.is_empty() {
+            d.context = target.to_string();
+            d.host.clear();
+        }
+        d
+    }
+
+    /// The endpoint or context this client targets ("" for the default).
+    pub fn target(&self) -> &str {
+        if self.host.is_empty() {
+            &self.context
         } else {
-            c.arg("--context").arg(&self.context)
+            &self.host
         }
     }
 
+    /// The global flags that select the daemon (`--host URL` or `--context NAME`),
+    /// understood by `docker` and `docker-compose` v1 alike.
+    pub fn target_args(&self) -> Vec<String> {
+        if !self.host.is_empty() {
+            vec!["--host".into(), self.host.clone()]
+        } else if !self.context.is_empty() {
+            vec!["--context".into(), self.context.clone()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// A `docker` command with the endpoint or context applied.
+    pub fn cmd(&self) -> Cmd {
+        Cmd::new("docker")
+            .timeout(self.timeout)
+            .args(self.target_args())
+    }
+
     fn where_(&self) -> String {
-        match (self.context.is_empty(), std::env::var("DOCKER_HOST")) {
-            (false, _) => format!(" (context {})", self.context),
-            (true, Ok(h)) if !h.is_empty() => format!(" at {h}"),
+        match (
+            self.host.is_empty(),
+            self.context.is_empty(),
+            std::env::var("DOCKER_HOST"),
+        ) {
+            (false, _, _) => format!(" at {}", self.host),
+            (true, false, _) => format!(" (context {})", self.context),
+            (true, true, Ok(h)) if !h.is_empty() => format!(" at {h}"),
             _ => String::new(),
         }
     }
@@ -398,14 +439,10 @@ impl Compose {
     pub fn cmd(&self) -> Cmd {
         let mut c = match self.flavor {
             Flavor::V2 => self.docker.cmd().arg("compose"),
-            Flavor::V1 => {
-                let c = Cmd::new("docker-compose").timeout(self.docker.timeout);
-                if self.docker.context.is_empty() {
-                    c
-                } else {
-                    c.arg("--context").arg(&self.docker.context)
-                }
-            }
+            // v1 takes the same --host/--context as the docker CLI.
+            Flavor::V1 => Cmd::new("docker-compose")
+                .timeout(self.docker.timeout)
+                .args(self.docker.target_args()),
         };
         c = c.arg("--project-directory").arg(&self.project_dir);
         for f in &self.files {
@@ -482,5 +519,26 @@ mod tests {
             .unwrap();
         assert_eq!(e.exit_code(), crate::ExitCode::NoPerm);
         assert!(d.classify_stderr("Error: No such object: x").is_none());
+    }
+
+    #[test]
+    fn targets_an_endpoint_or_a_context() {
+        let mut c = Config::default();
+        assert!(Docker::new(&c).target_args().is_empty());
+        c.docker.context = "prod".into();
+        assert_eq!(Docker::new(&c).target_args(), ["--context", "prod"]);
+        let d = Docker::for_target(&c, "ssh://deploy@dc2");
+        assert_eq!(d.target_args(), ["--host", "ssh://deploy@dc2"]);
+        assert_eq!(d.target(), "ssh://deploy@dc2");
+        assert!(d.where_().contains("ssh://deploy@dc2"));
+        let d = Docker::for_target(&c, "dc2");
+        assert_eq!(d.target_args(), ["--context", "dc2"]);
+        assert_eq!(Docker::for_target(&c, "").target(), "prod");
+        c.docker.context.clear();
+        c.docker.host = "unix:///run/x.sock".into();
+        assert_eq!(
+            Docker::new(&c).target_args(),
+            ["--host", "unix:///run/x.sock"]
+        );
     }
 }
