@@ -16,6 +16,7 @@ pub mod verify;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use daon_common::config::{self, ChainDataSource, Compression, Config, Loaded, Source};
+use daon_common::notify::{self, Report};
 use daon_common::{lock, output, Error, ExitCode};
 use serde_json::json;
 use set::{Kind, SetKind};
@@ -423,6 +424,51 @@ pub fn take_lock(config: &Config, wait: Duration, what: &str) -> Result<lock::Lo
 
 /// Runs the tool. Data goes to `out`, messages to stderr.
 pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, BackupError> {
+    run_reported(s, out, &mut Report::default())
+}
+
+/// Whether this run sends a success/failure notification: the runs that
+/// write or delete sets (not list, verify, extract, dry runs).
+pub fn notifies(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::Create { dry_run: false, .. }
+            | Action::Prune { dry_run: false, .. }
+            | Action::Push { .. }
+    )
+}
+
+/// The subject of this run's notification before anything is known.
+fn subject(a: &Action) -> String {
+    match a {
+        Action::Create { opts, .. } => format!(
+            "backup{} of {}",
+            opts.tag
+                .as_ref()
+                .map(|t| format!(" --tag {t}"))
+                .unwrap_or_default(),
+            opts.only
+                .iter()
+                .map(|k| k.flag())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Action::Prune { .. } => "prune".into(),
+        Action::Push { set, .. } => format!("push of {set}"),
+        Action::List => "list".into(),
+        Action::Verify(set) => format!("verify {set}"),
+        Action::Extract { set, .. } => format!("extract from {set}"),
+        Action::PrintConfig => "print-config".into(),
+    }
+}
+
+/// [`run`], also filling `report` for the run's notification (set name,
+/// size, duration).
+pub fn run_reported(
+    s: &Settings,
+    out: &mut impl Write,
+    report: &mut Report,
+) -> Result<ExitCode, BackupError> {
     let quiet = s.quiet || s.json;
     let say = move |m: &str| {
         if !quiet {
@@ -451,6 +497,8 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, BackupError> 
             encrypt_to,
         } => {
             let _lock = take_lock(&s.config, s.lock_wait, "daon-backup push")?;
+            report.set("set", set.clone());
+            report.set("encrypted", !encrypt_to.is_empty());
             push::push(s, set, to, encrypt_to, out)
         }
         Action::Extract {
@@ -461,7 +509,7 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, BackupError> 
         } => extract_cmd(s, set, *kind, to, *no_verify, out),
         Action::Prune { policy, dry_run } => {
             let _lock = take_lock(&s.config, s.lock_wait, "daon-backup prune")?;
-            prune_cmd(s, policy, *dry_run, out)
+            prune_cmd(s, policy, *dry_run, out, report)
         }
         Action::Create {
             opts,
@@ -511,6 +559,25 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, BackupError> 
                 .iter()
                 .map(|a| a.uncompressed_size)
                 .sum();
+            report.subject = format!(
+                "set {}: {} in {secs:.1} s",
+                c.manifest.name,
+                create::human_bytes(c.manifest.size())
+            );
+            report.set("set", c.manifest.name.clone());
+            report.set("path", c.path.display().to_string());
+            report.set("size", c.manifest.size());
+            report.set("size_human", create::human_bytes(c.manifest.size()));
+            report.set("uncompressed_size", raw);
+            report.set("duration_ms", c.duration.as_millis() as u64);
+            report.set(
+                "artifacts",
+                c.manifest
+                    .artifacts
+                    .iter()
+                    .map(|a| a.file.clone())
+                    .collect::<Vec<_>>(),
+            );
             if s.json {
                 for a in &c.manifest.artifacts {
                     output::json_line(out, "artifact", serde_json::to_value(a).unwrap_or_default())
@@ -552,7 +619,7 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, BackupError> 
                     keep_monthly: b.keep_monthly,
                     include_tagged: false,
                 };
-                return prune_cmd(s, &policy, false, &mut std::io::sink());
+                return prune_cmd(s, &policy, false, &mut std::io::sink(), report);
             }
             Ok(ExitCode::Ok)
         }
@@ -736,6 +803,7 @@ fn prune_cmd(
     policy: &prune::Policy,
     dry_run: bool,
     out: &mut impl Write,
+    report: &mut Report,
 ) -> Result<ExitCode, BackupError> {
     let sets = set::list(&s.dest).map_err(|e| Error::io("reading", &s.dest, e))?;
     // The newest set that verifies is never deleted; look for it only when
@@ -779,6 +847,8 @@ fn prune_cmd(
             writeln!(out, "{verb:<13} {:<32} {}", d.name, d.reasons.join(", ")).map_err(io_out)?;
         }
     }
+    report.set("pruned", deleted);
+    report.set("kept", decisions.iter().filter(|d| d.keep).count());
     if s.json {
         output::json_line(
             out,
@@ -831,7 +901,23 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
     let result = Config::load(cli.config.as_deref())
         .map_err(BackupError::from)
         .and_then(|loaded| Settings::from_cli(cli, loaded))
-        .and_then(|s| run(&s, &mut std::io::stdout().lock()));
+        .and_then(|s| {
+            if matches!(s.action, Action::PrintConfig) {
+                return run(&s, &mut std::io::stdout().lock());
+            }
+            notify::monitored(
+                &s.config.notify,
+                &s.config.paths.state_dir,
+                "daon-backup",
+                notifies(&s.action),
+                &subject(&s.action),
+                |out, report| run_reported(&s, out, report),
+                |r| match r {
+                    Ok(c) => c.code(),
+                    Err(e) => e.exit_code().code(),
+                },
+            )
+        });
     match result {
         Ok(code) => code,
         Err(e) if daon_common::error::is_broken_pipe(&e) => ExitCode::Ok,

@@ -704,3 +704,105 @@ fn push_copies_a_verified_set_with_rclone_manifest_last_and_age_encrypts() {
     assert!(enc.join(&name).join(set::MANIFEST).exists());
     assert!(!enc.join(&name).join("config.tar.zst").exists());
 }
+
+#[test]
+fn backup_notifies_success_and_failure_with_set_size_duration_and_pings_the_dead_man_switch() {
+    let Some(stack) = kit::stack("backup notifications") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let mon = kit::Monitoring::start(t.path());
+    let dir = t.path().join("backups");
+
+    let o = bk(Some(&stack.config), t.path())
+        .envs(mon.env())
+        .args(["--only", "db,config", "--tag", "notified"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let name = complete_sets(&dir).pop().unwrap();
+    let m = manifest(&dir.join(&name));
+
+    let o = bk(Some(&stack.config), t.path())
+        .envs(mon.env())
+        .env("DAON_POSTGRES_USER", "no_such_role")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(74), "{}", text(&o));
+    // Read-only commands ping but send no message; dry runs neither message.
+    let o = bk(Some(&stack.config), t.path())
+        .envs(mon.env())
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&name),
+        "list still prints to stdout through the tee: {}",
+        text(&o)
+    );
+
+    assert_eq!(
+        mon.events(),
+        [
+            "ping start",
+            "ping 0",
+            "hook success",
+            "ping start",
+            "ping 74",
+            "hook failure",
+            "ping start",
+            "ping 0"
+        ]
+    );
+    let hooks = mon.hooks();
+    let ok = &hooks[0];
+    assert_eq!(ok["tool"], "daon-backup");
+    assert_eq!(ok["fields"]["set"], name.as_str(), "{ok}");
+    assert_eq!(ok["fields"]["size"], m.size(), "{ok}");
+    assert!(ok["fields"]["duration_ms"].as_u64().is_some(), "{ok}");
+    assert_eq!(ok["fields"]["exit_code"], 0);
+    let text0 = ok["text"].as_str().unwrap();
+    assert!(
+        text0.contains(&format!("daon-backup OK: set {name}: ")),
+        "{text0}"
+    );
+    let bad = &hooks[1];
+    assert_eq!(bad["fields"]["exit_code"], 74, "{bad}");
+    let text1 = bad["text"].as_str().unwrap();
+    assert!(
+        text1.contains("daon-backup FAILED: backup of db, chain, config")
+            && text1.contains("no set was committed")
+            && text1.contains("no_such_role")
+            && text1.contains("exit code 74 (I/O error)"),
+        "the failure says what failed and that nothing was replaced: {text1}"
+    );
+    let ends = mon.end_pings();
+    assert_eq!(ends[0].0, "0");
+    assert!(
+        ends[0].1.contains(&name),
+        "end ping carries the output: {ends:?}"
+    );
+    assert!(ends[1].1.contains("no set was committed"), "{ends:?}");
+
+    let mails = mon.wait_mails(2);
+    assert_eq!(mails.len(), 2, "one mail per notifying run: {mails:#?}");
+    assert!(
+        mails[0].contains(&format!("daon-backup OK: set {name}"))
+            && mails[0].contains(&format!("set: {name}"))
+            && mails[0].contains(&format!("size: {}", m.size()))
+            && mails[0].contains("duration_ms: "),
+        "{}",
+        mails[0]
+    );
+    assert!(mails[1].contains("daon-backup FAILED"), "{}", mails[1]);
+
+    let env = std::fs::read_to_string(kit::repo_root().join("tests/stack/.env")).unwrap();
+    let pw = env
+        .lines()
+        .find_map(|l| l.strip_prefix("POSTGRES_PASSWORD="))
+        .unwrap();
+    mon.assert_never_seen(pw, "the PostgreSQL password");
+    mon.assert_never_seen(kit::Monitoring::HOOK_TOKEN, "the webhook token");
+    mon.assert_never_seen(kit::Monitoring::PING_UUID, "the ping URL");
+}

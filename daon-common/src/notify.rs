@@ -423,6 +423,159 @@ impl Run {
     }
 }
 
+/// What a run tells its success or failure notification, filled in by the
+/// tool as it learns it (the set it wrote, the version it deployed...).
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Replaces the subject given to [`monitored`] when not empty
+    /// (`set 20261202T070000Z: 1.2 GB in 3.4 s`).
+    pub subject: String,
+    /// Structured fields: in the webhook payload and, one per line, in the
+    /// email body.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    /// Sets one field.
+    pub fn set(&mut self, key: &str, value: impl Into<serde_json::Value>) {
+        self.fields.insert(key.to_string(), value.into());
+    }
+}
+
+/// Output a monitored run prints: written through to `inner` as it comes
+/// (nothing is held back from a pipe), with the last [`Tee::TAIL`] bytes kept
+/// for the end ping and the notification body.
+pub struct Tee<W: std::io::Write> {
+    inner: W,
+    tail: Vec<u8>,
+}
+
+impl<W: std::io::Write> Tee<W> {
+    /// Bytes of output kept.
+    pub const TAIL: usize = 16 * 1024;
+
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Tee<W> {
+        Tee {
+            inner,
+            tail: Vec::new(),
+        }
+    }
+
+    /// The kept end of the output, cut at a line start when it was trimmed.
+    pub fn tail(&self) -> String {
+        let cut = self.tail.len().saturating_sub(Self::TAIL);
+        let kept = &self.tail[cut..];
+        if cut == 0 {
+            return String::from_utf8_lossy(kept).into_owned();
+        }
+        let from = kept.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        String::from_utf8_lossy(&kept[from..]).into_owned()
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.tail.extend_from_slice(&buf[..n]);
+        if self.tail.len() > 2 * Self::TAIL {
+            let cut = self.tail.len() - Self::TAIL;
+            self.tail.drain(..cut);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Runs `body` as one monitored tool run: the start ping, then `body` with
+/// standard output (teed) and a [`Report`] to fill, then the end ping with
+/// the exit code `code_of` gives and, when `notify` is true, a success or
+/// failure message whose subject is the report's (or `subject`), and whose
+/// body holds the output's end, the error and the report's fields. Nothing
+/// here changes what `body` returns.
+pub fn monitored<T, E: std::fmt::Display>(
+    cfg: &NotifyConfig,
+    state_dir: &Path,
+    tool: &str,
+    notify: bool,
+    subject: &str,
+    body: impl FnOnce(&mut Tee<std::io::StdoutLock<'static>>, &mut Report) -> Result<T, E>,
+    code_of: impl Fn(&Result<T, E>) -> u8,
+) -> Result<T, E> {
+    let run = Run::start(cfg, state_dir, tool);
+    let mut out = Tee::new(std::io::stdout().lock());
+    let mut report = Report::default();
+    let started = chrono::Utc::now();
+    let result = body(&mut out, &mut report);
+    let _ = std::io::Write::flush(&mut out);
+    let code = code_of(&result);
+    let error = result.as_ref().err().map(|e| e.to_string());
+    report.fields.entry("started").or_insert_with(|| {
+        started
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .into()
+    });
+    let subject = if report.subject.is_empty() {
+        subject.to_string()
+    } else {
+        report.subject.clone()
+    };
+    let text = compose_body(&out.tail(), error.as_deref(), code, &report);
+    drop(out);
+    run.finish(
+        code,
+        notify,
+        &subject,
+        &text,
+        serde_json::Value::Object(report.fields),
+    );
+    result
+}
+
+/// ` (I/O error)`: what the shared exit-code table says of `code`.
+fn exit_meaning(code: u8) -> String {
+    crate::exit::EXIT_CODES_HELP
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{code:>4}  ")))
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default()
+}
+
+/// The plain-text body of a run's notification: what it printed last, the
+/// error (which says what to do next), then the report's fields.
+fn compose_body(tail: &str, error: Option<&str>, code: u8, report: &Report) -> String {
+    let mut b = String::new();
+    let tail = tail.trim_end();
+    if !tail.is_empty() {
+        b.push_str(tail);
+        b.push('\n');
+    }
+    if let Some(e) = error {
+        if !b.is_empty() {
+            b.push('\n');
+        }
+        b.push_str("error: ");
+        b.push_str(e);
+        b.push('\n');
+    }
+    if code != 0 {
+        b.push_str(&format!("\nexit code {code}{}\n", exit_meaning(code)));
+    }
+    if !report.fields.is_empty() {
+        b.push_str("\nDetails:\n");
+        for (k, v) in &report.fields {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            b.push_str(&format!("  {k}: {v}\n"));
+        }
+    }
+    b
+}
+
 /// A healthchecks.io-style run: `start` pings `<url>/start?rid=<id>`, `end`
 /// pings `<url>/<exit code>?rid=<id>` with the output's last lines as body.
 pub struct Ping {
@@ -542,6 +695,45 @@ mod tests {
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn tee_passes_everything_through_and_keeps_the_end() {
+        let mut t = Tee::new(Vec::new());
+        for i in 0..5000 {
+            writeln!(t, "line {i}").unwrap();
+        }
+        let tail = t.tail();
+        assert!(tail.len() <= Tee::<Vec<u8>>::TAIL, "{}", tail.len());
+        assert!(
+            tail.starts_with("line "),
+            "cut at a line start: {:?}",
+            &tail[..20]
+        );
+        assert!(tail.ends_with("line 4999\n"));
+        assert_eq!(
+            t.inner.len(),
+            (0..5000)
+                .map(|i| format!("line {i}\n").len())
+                .sum::<usize>()
+        );
+        let mut short = Tee::new(Vec::new());
+        write!(short, "one\ntwo").unwrap();
+        assert_eq!(short.tail(), "one\ntwo");
+    }
+
+    #[test]
+    fn body_has_output_error_and_fields() {
+        let mut r = Report::default();
+        r.set("set", "20261202T070000Z");
+        r.set("size", 1234);
+        let b = compose_body("/backups/x\n", Some("pg_dump failed; run X"), 74, &r);
+        assert_eq!(
+            b,
+            "/backups/x\n\nerror: pg_dump failed; run X\n\nexit code 74 (I/O error)\n\nDetails:\n  set: 20261202T070000Z\n  size: 1234\n"
+        );
+        assert_eq!(compose_body("", None, 0, &Report::default()), "");
+        assert_eq!(exit_meaning(130), "");
+    }
 
     #[test]
     fn uuid_is_v4_shaped() {

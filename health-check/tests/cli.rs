@@ -569,8 +569,7 @@ mod receivers {
     //! (the "service"), which also records every request (webhook, pings),
     //! and a real SMTP server (aiosmtpd) writing to a maildir.
 
-    use std::net::TcpListener;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     pub use daon_testkit::Recorder as Http;
 
@@ -578,94 +577,11 @@ mod receivers {
         Http::start()
     }
 
-    pub struct Smtp {
-        pub port: u16,
-        pub maildir: PathBuf,
-        child: std::process::Child,
-    }
+    pub use daon_testkit::{free_port, Smtp};
 
-    impl Drop for Smtp {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    pub fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    /// aiosmtpd (Debian's python3-aiosmtpd, so /usr/bin/python3) on `port`.
+    /// aiosmtpd on `port`, writing to `dir`/maildir.
     pub fn smtp(port: u16, dir: &Path) -> Smtp {
-        let maildir = dir.join("maildir");
-        let mut child = std::process::Command::new("/usr/bin/python3")
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
-            .arg(&maildir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting aiosmtpd (apt install python3-aiosmtpd): {e}"));
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Smtp {
-                    port,
-                    maildir,
-                    child,
-                };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("aiosmtpd did not start on port {port} (is python3-aiosmtpd installed?)");
-    }
-
-    impl Smtp {
-        /// Subjects of the received mails, in arrival order.
-        pub fn subjects(&self) -> Vec<String> {
-            let mut files: Vec<(std::time::SystemTime, PathBuf)> =
-                std::fs::read_dir(self.maildir.join("new"))
-                    .map(|d| {
-                        d.flatten()
-                            .map(|e| (e.metadata().unwrap().modified().unwrap(), e.path()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-            files.sort();
-            files
-                .iter()
-                .map(|(_, p)| {
-                    let text = std::fs::read_to_string(p).unwrap();
-                    text.lines()
-                        .find_map(|l| l.strip_prefix("Subject: "))
-                        .unwrap_or("")
-                        .to_string()
-                })
-                .collect()
-        }
-
-        pub fn bodies(&self) -> String {
-            std::fs::read_dir(self.maildir.join("new"))
-                .map(|d| {
-                    d.flatten()
-                        .map(|e| std::fs::read_to_string(e.path()).unwrap())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-                .unwrap_or_default()
-        }
+        Smtp::on(port, dir)
     }
 }
 

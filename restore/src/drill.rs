@@ -9,6 +9,7 @@ use daon_backup::archive;
 use daon_backup::set::Kind;
 use daon_backup::verify;
 use daon_common::docker::Docker;
+use daon_common::notify::Report;
 use daon_common::ExitCode;
 use serde_json::json;
 use std::io::{Read, Write};
@@ -40,13 +41,19 @@ fn random_hex() -> String {
 }
 
 /// Runs the drill.
-pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError> {
+pub fn run(
+    s: &Settings,
+    out: &mut impl Write,
+    notice: &mut Report,
+) -> Result<ExitCode, RestoreError> {
     let io = |e: std::io::Error| {
         RestoreError::Common(daon_common::Error::io("writing", "standard output", e))
     };
     let started = Instant::now();
     let _lock = daon_backup::take_lock(&s.config, s.lock_wait, "daon-restore drill")?;
     let (st, manifest) = crate::resolve_and_verify(s)?;
+    notice.subject = format!("restore drill of {}", st.name);
+    notice.set("set", st.name.clone());
     let m = manifest.ok_or_else(|| RestoreError::Refused {
         set: st.name.clone(),
         problems: vec!["a set without a manifest has nothing to compare with".into()],
@@ -253,7 +260,10 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError>
         )
         .map_err(io)?;
     }
+    notice.set("duration_ms", started.elapsed().as_millis() as u64);
+    notice.set("problems", problems.clone());
     if problems.is_empty() {
+        notice.subject = format!("restore drill of {} passed", st.name);
         s.say(&format!(
             "drill of {} passed in {:.1} s",
             st.name,

@@ -11,6 +11,7 @@ pub mod restore;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use daon_backup::set::{self, Kind, Manifest, SetInfo, SetKind};
 use daon_common::config::{self, Config, Loaded, Source};
+use daon_common::notify::{self, Report};
 use daon_common::{Error, ExitCode};
 use std::io::Write;
 use std::path::PathBuf;
@@ -291,6 +292,21 @@ pub fn resolve_and_verify(s: &Settings) -> Result<(SetInfo, Option<Manifest>), R
 
 /// Runs the tool.
 pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError> {
+    run_reported(s, out, &mut Report::default())
+}
+
+/// Whether this run sends a success/failure notification (a restore or a
+/// drill; not a dry run).
+pub fn notifies(s: &Settings) -> bool {
+    !s.dry_run && !matches!(s.action, Action::PrintConfig)
+}
+
+/// [`run`], also filling `report` for the run's notification.
+pub fn run_reported(
+    s: &Settings,
+    out: &mut impl Write,
+    report: &mut Report,
+) -> Result<ExitCode, RestoreError> {
     let io = |e: std::io::Error| RestoreError::Common(Error::io("writing", "standard output", e));
     match s.action {
         Action::PrintConfig => {
@@ -306,8 +322,8 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError>
             .map_err(io)?;
             Ok(ExitCode::Ok)
         }
-        Action::Restore => restore::run(s, out),
-        Action::Drill => drill::run(s, out),
+        Action::Restore => restore::run(s, out, report),
+        Action::Drill => drill::run(s, out, report),
     }
 }
 
@@ -332,7 +348,27 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
     let result = Config::load(cli.config.as_deref())
         .map_err(RestoreError::from)
         .and_then(|loaded| Settings::from_cli(cli, loaded))
-        .and_then(|s| run(&s, &mut std::io::stdout().lock()));
+        .and_then(|s| {
+            if matches!(s.action, Action::PrintConfig) {
+                return run(&s, &mut std::io::stdout().lock());
+            }
+            let what = match s.action {
+                Action::Drill => "restore drill",
+                _ => "restore",
+            };
+            notify::monitored(
+                &s.config.notify,
+                &s.config.paths.state_dir,
+                "daon-restore",
+                notifies(&s),
+                &format!("{what} of {}", s.set),
+                |out, report| run_reported(&s, out, report),
+                |r| match r {
+                    Ok(c) => c.code(),
+                    Err(e) => e.exit_code().code(),
+                },
+            )
+        });
     match result {
         Ok(code) => code,
         Err(e) if daon_common::error::is_broken_pipe(&e) => ExitCode::Ok,

@@ -12,6 +12,7 @@ use daon_backup::set::{Artifact, Kind, Manifest, SetInfo};
 use daon_backup::verify;
 use daon_common::config::{Config, Loaded, Source};
 use daon_common::docker::Docker;
+use daon_common::notify::Report;
 use daon_common::{atomic, ExitCode};
 use serde_json::json;
 use std::fs;
@@ -122,8 +123,11 @@ pub fn wait_healthy(
     loop {
         let cli = daon_health_check::Cli::try_parse_from(["daon-health-check", "--no-state"])
             .map_err(|e| e.to_string())?;
+        // The check is part of this run: it must not ping or notify on its own.
+        let mut quiet = config.clone();
+        quiet.notify = daon_common::notify::NotifyConfig::default();
         let loaded = Loaded {
-            config: config.clone(),
+            config: quiet,
             source: Source::BuiltIn,
             env_overrides: Vec::new(),
         };
@@ -238,10 +242,16 @@ pub fn psql_restore(
 }
 
 /// Runs a restore.
-pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError> {
+pub fn run(
+    s: &Settings,
+    out: &mut impl Write,
+    report: &mut Report,
+) -> Result<ExitCode, RestoreError> {
     let say = |m: &str| s.say(m);
     let _lock = daon_backup::take_lock(&s.config, s.lock_wait, "daon-restore")?;
     let (st, manifest) = crate::resolve_and_verify(s)?;
+    report.subject = format!("restore of {}", st.name);
+    report.set("set", st.name.clone());
     let c = &s.config;
     let (m, runbook) = match manifest {
         Some(m) => (m, false),
@@ -271,6 +281,15 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError>
     } else {
         None
     };
+
+    report.set(
+        "restoring",
+        kinds.iter().map(|k| k.flag()).collect::<Vec<_>>(),
+    );
+    report.set("set_created", m.created.to_rfc3339());
+    if let Some(h) = m.chain_height {
+        report.set("chain_height", h);
+    }
 
     // The plan.
     let mut plan = vec![format!(
@@ -442,6 +461,12 @@ pub fn run(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RestoreError>
                 st.name,
                 started.elapsed().as_secs_f64()
             ));
+            report.subject = format!(
+                "restore of {} complete, stack healthy ({:.1} s)",
+                st.name,
+                started.elapsed().as_secs_f64()
+            );
+            report.set("duration_ms", started.elapsed().as_millis() as u64);
             Ok(ExitCode::Ok)
         }
         Err(report) => {

@@ -335,7 +335,9 @@ fn database_and_config_round_trip_on_the_live_stack() {
     std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     // A dry run changes nothing; without --yes and without a terminal, nothing either.
+    let mon = kit::Monitoring::start(t.path());
     let o = restore(Some(&stack.config), t.path())
+        .envs(mon.env())
         .args(["--dry-run", "--only", "db,config"])
         .output()
         .unwrap();
@@ -346,6 +348,7 @@ fn database_and_config_round_trip_on_the_live_stack() {
         text(&o)
     );
     let o = restore(Some(&stack.config), t.path())
+        .envs(mon.env())
         .args(["--only", "db"])
         .output()
         .unwrap();
@@ -353,6 +356,7 @@ fn database_and_config_round_trip_on_the_live_stack() {
     assert_ne!(digest(&table), before);
 
     let o = restore(Some(&stack.config), t.path())
+        .envs(mon.env())
         .args(["latest", "--only", "db,config", "--yes"])
         .output()
         .unwrap();
@@ -366,6 +370,52 @@ fn database_and_config_round_trip_on_the_live_stack() {
     for c in ["daon-api-1", "daon-api-2", "daon-api-3"] {
         assert_eq!(kit::health(c), "healthy", "{c} was restarted");
     }
+
+    // Monitoring: the dry run pings only; the refused run and the restore notify.
+    assert_eq!(
+        mon.events(),
+        [
+            "ping start",
+            "ping 0",
+            "ping start",
+            "ping 2",
+            "hook failure",
+            "ping start",
+            "ping 0",
+            "hook success"
+        ]
+    );
+    let hooks = mon.hooks();
+    let name = set::list(&t.path().join("backups")).unwrap()[0]
+        .name
+        .clone();
+    assert!(
+        hooks[0]["text"].as_str().unwrap().contains("--yes"),
+        "the refusal says what to do: {}",
+        hooks[0]
+    );
+    let ok = &hooks[1];
+    assert_eq!(ok["fields"]["set"], name.as_str(), "{ok}");
+    assert_eq!(
+        ok["fields"]["restoring"],
+        serde_json::json!(["config", "db"]),
+        "{ok}"
+    );
+    assert!(ok["fields"]["duration_ms"].as_u64().is_some(), "{ok}");
+    assert!(
+        ok["text"].as_str().unwrap().contains(&format!(
+            "daon-restore OK: restore of {name} complete, stack healthy"
+        )),
+        "{ok}"
+    );
+    let mails = mon.wait_mails(2);
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert!(mails[1].contains(&format!("set: {name}")), "{}", mails[1]);
+    let pw = String::from_utf8_lossy(&env_bytes)
+        .lines()
+        .find_map(|l| l.strip_prefix("POSTGRES_PASSWORD=").map(str::to_string))
+        .unwrap();
+    mon.assert_never_seen(&pw, "the PostgreSQL password");
 }
 
 #[test]
@@ -388,7 +438,9 @@ fn a_corrupt_set_is_refused_naming_the_artifact_and_the_live_data_is_unchanged()
     let i = b.len() / 2;
     b[i] ^= 0x40;
     std::fs::write(&p, b).unwrap();
+    let mon = kit::Monitoring::start(t.path());
     let o = restore(Some(&stack.config), t.path())
+        .envs(mon.env())
         .args(["--only", "db", "--yes"])
         .output()
         .unwrap();
@@ -401,6 +453,19 @@ fn a_corrupt_set_is_refused_naming_the_artifact_and_the_live_data_is_unchanged()
         "{e}"
     );
     assert_eq!(rows, "10", "live data untouched");
+    assert_eq!(mon.events(), ["ping start", "ping 1", "hook failure"]);
+    let bad = &mon.hooks()[0];
+    assert_eq!(bad["fields"]["exit_code"], 1, "{bad}");
+    let said = bad["text"].as_str().unwrap();
+    assert!(
+        said.contains("daon-restore FAILED: restore of ")
+            && said.contains("database.sql.zst")
+            && said.contains("nothing was changed"),
+        "{said}"
+    );
+    assert!(mon.end_pings()[0].1.contains("nothing was changed"));
+    let mails = mon.wait_mails(1);
+    assert!(mails[0].contains("daon-restore FAILED"), "{mails:#?}");
 }
 
 #[test]

@@ -432,3 +432,311 @@ impl Recorder {
         self.requests.lock().map(|g| g.clone()).unwrap_or_default()
     }
 }
+
+/// A free TCP port on 127.0.0.1 (bound once, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("finding a free port: {e}"))
+}
+
+/// A real SMTP server on loopback: aiosmtpd (Debian's python3-aiosmtpd, so
+/// /usr/bin/python3) writing every message it takes to a maildir. Killed on drop.
+pub struct Smtp {
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// Where messages land (`new/` holds one file per message).
+    pub maildir: PathBuf,
+    child: std::process::Child,
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Smtp {
+    /// Starts one on a free port, with its maildir under `dir`.
+    pub fn start(dir: &Path) -> Smtp {
+        Smtp::on(free_port(), dir)
+    }
+
+    /// Starts one on `port`, with its maildir under `dir`.
+    pub fn on(port: u16, dir: &Path) -> Smtp {
+        let maildir = dir.join("maildir");
+        let mut child = Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting aiosmtpd (apt install python3-aiosmtpd): {e}"));
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Smtp {
+                    port,
+                    maildir,
+                    child,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("aiosmtpd did not start on port {port} (is python3-aiosmtpd installed?)");
+    }
+
+    /// `[notify]` lines that send mail to this server (no TLS, no auth).
+    pub fn notify_toml(&self) -> String {
+        format!(
+            "email_to = [\"ops@example.org\"]\nemail_from = \"daon@example.org\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_security = \"none\"\n",
+            self.port
+        )
+    }
+
+    /// The received messages (headers and body), in arrival order.
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> =
+            std::fs::read_dir(self.maildir.join("new"))
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| {
+                            let t = e.metadata().and_then(|m| m.modified()).ok()?;
+                            Some((t, e.path()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|(_, p)| std::fs::read_to_string(p).ok())
+            .collect()
+    }
+
+    /// Subjects of the received messages, in arrival order.
+    pub fn subjects(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .map(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("Subject: "))
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Every received message, joined.
+    pub fn bodies(&self) -> String {
+        self.messages().join("\n")
+    }
+}
+
+/// The receivers a monitored tool run talks to ([notify]): one HTTP
+/// [`Recorder`] for the webhook (`/hook/<token>`) and the dead-man pings
+/// (`/ping/<uuid>/...`), and a real SMTP server.
+pub struct Monitoring {
+    /// Webhook and ping receiver.
+    pub http: Recorder,
+    /// Mail receiver.
+    pub smtp: Smtp,
+}
+
+impl Monitoring {
+    /// Secret part of the webhook URL (must never be printed).
+    pub const HOOK_TOKEN: &'static str = "hook-T0KEN-5ecret";
+    /// Secret part of the ping URL (must never be printed).
+    pub const PING_UUID: &'static str = "5d1b3c1e-ping-5ecret";
+
+    /// Starts both receivers (the maildir goes under `dir`).
+    pub fn start(dir: &Path) -> Monitoring {
+        Monitoring {
+            http: Recorder::start(),
+            smtp: Smtp::start(dir),
+        }
+    }
+
+    /// The `DAON_NOTIFY_*` variables that point a tool at these receivers.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            (
+                "DAON_NOTIFY_WEBHOOK_URL",
+                format!("{}/hook/{}", self.http.url, Self::HOOK_TOKEN),
+            ),
+            (
+                "DAON_NOTIFY_PING_URL",
+                format!("{}/ping/{}", self.http.url, Self::PING_UUID),
+            ),
+            ("DAON_NOTIFY_EMAIL_TO", "ops@example.org".into()),
+            ("DAON_NOTIFY_EMAIL_FROM", "daon@example.org".into()),
+            ("DAON_NOTIFY_SMTP_HOST", "127.0.0.1".into()),
+            ("DAON_NOTIFY_SMTP_PORT", self.smtp.port.to_string()),
+            ("DAON_NOTIFY_SMTP_SECURITY", "none".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// What arrived, in order, in short form: `ping start`, `ping 0`,
+    /// `hook success`, `hook failure`...
+    pub fn events(&self) -> Vec<String> {
+        self.http
+            .seen()
+            .iter()
+            .map(|(line, body)| {
+                let path = line.split('?').next().unwrap_or("");
+                if let Some(p) = path.split(&format!("/ping/{}/", Self::PING_UUID)).nth(1) {
+                    format!("ping {p}")
+                } else if path.contains("/hook/") {
+                    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+                    format!("hook {}", v["event"].as_str().unwrap_or("?"))
+                } else {
+                    format!("other {line}")
+                }
+            })
+            .collect()
+    }
+
+    /// The webhook payloads, parsed, in order.
+    pub fn hooks(&self) -> Vec<serde_json::Value> {
+        self.http
+            .seen()
+            .iter()
+            .filter(|(l, _)| l.contains("/hook/"))
+            .map(|(_, b)| {
+                serde_json::from_str(b).unwrap_or_else(|e| panic!("webhook body {b:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Bodies of the end pings (`/ping/<uuid>/<code>`), in order.
+    pub fn end_pings(&self) -> Vec<(String, String)> {
+        self.http
+            .seen()
+            .iter()
+            .filter_map(|(line, body)| {
+                let path = line.split('?').next().unwrap_or("");
+                let code = path.split(&format!("/ping/{}/", Self::PING_UUID)).nth(1)?;
+                (code != "start").then(|| (code.to_string(), body.clone()))
+            })
+            .collect()
+    }
+
+    /// The mails as text: headers unfolded, the body decoded
+    /// (quoted-printable or base64, as lettre chose).
+    pub fn mails(&self) -> Vec<String> {
+        self.smtp
+            .messages()
+            .iter()
+            .map(|m| readable_mail(m))
+            .collect()
+    }
+
+    /// Waits until `n` mails arrived (delivery is synchronous, but the
+    /// maildir write may trail the SMTP reply by a moment).
+    pub fn wait_mails(&self, n: usize) -> Vec<String> {
+        let t0 = Instant::now();
+        loop {
+            let m = self.mails();
+            if m.len() >= n || t0.elapsed() > Duration::from_secs(10) {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Panics when `secret` appears in anything the receivers got.
+    pub fn assert_never_seen(&self, secret: &str, what: &str) {
+        assert!(!secret.is_empty(), "empty secret for {what}");
+        for (line, body) in self.http.seen() {
+            assert!(!body.contains(secret), "{what} leaked into {line}: {body}");
+        }
+        for m in self.mails() {
+            assert!(!m.contains(secret), "{what} leaked into a mail: {m}");
+        }
+    }
+}
+
+/// A raw message as a person reads it: headers unfolded, the body decoded.
+pub fn readable_mail(raw: &str) -> String {
+    let raw = raw.replace("\r\n", "\n");
+    let (head, body) = raw.split_once("\n\n").unwrap_or((raw.as_str(), ""));
+    let head = head.replace("\n ", " ").replace("\n\t", " ");
+    let enc = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Transfer-Encoding: "))
+        .unwrap_or("7bit")
+        .trim()
+        .to_ascii_lowercase();
+    let body = match enc.as_str() {
+        "quoted-printable" => {
+            let b = body.replace("=\n", "");
+            let bytes = b.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match (bytes[i], hex) {
+                    (b'=', Some(v)) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    (c, _) => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        }
+        "base64" => {
+            let val = |c: u8| match c {
+                b'A'..=b'Z' => Some(c - b'A'),
+                b'a'..=b'z' => Some(c - b'a' + 26),
+                b'0'..=b'9' => Some(c - b'0' + 52),
+                b'+' => Some(62),
+                b'/' => Some(63),
+                _ => None,
+            };
+            let digits: Vec<u8> = body.bytes().filter_map(val).collect();
+            let mut out = Vec::new();
+            for chunk in digits.chunks(4) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (k, d)| acc | (u32::from(*d) << (18 - 6 * k)));
+                let take = chunk.len().saturating_sub(1);
+                out.extend_from_slice(&n.to_be_bytes()[1..1 + take]);
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        }
+        _ => body.to_string(),
+    };
+    format!("{head}\n\n{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_mail;
+
+    #[test]
+    fn mails_are_decoded() {
+        let qp = "Subject: a\r\n b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nline =\r\none =3D 1\r\n  indented\r\n";
+        assert_eq!(readable_mail(qp), "Subject: a b\nContent-Transfer-Encoding: quoted-printable\n\nline one = 1\n  indented\n");
+        let b64 = "Content-Transfer-Encoding: base64\r\n\r\naMOpbGxv\r\nIHdvcmxk\r\n";
+        assert_eq!(
+            readable_mail(b64),
+            "Content-Transfer-Encoding: base64\n\nhéllo world"
+        );
+    }
+}
