@@ -8,6 +8,7 @@ use crate::state::{self, HistoryEntry, InstanceRecord, Journal};
 use crate::{Failure, Settings};
 use daon_common::docker::{Compose, ContainerStatus, Docker, Flavor, Health};
 use daon_common::http::{self, AgentOptions};
+use daon_common::notify::Report;
 use daon_common::output::json_line;
 use daon_common::process::Cmd;
 use daon_common::{lock, Error, ExitCode};
@@ -538,6 +539,7 @@ impl<'a> Run<'a> {
         kind: &str,
         target: Option<String>,
         build: Option<PathBuf>,
+        report: &mut Report,
     ) -> Result<u8, Failure> {
         let s = self.s;
         let started = now();
@@ -860,6 +862,17 @@ impl<'a> Run<'a> {
             instances: records,
             rolled_back: rolled,
         };
+        report.subject = format!(
+            "{kind} of {image}: {outcome} in {} (previous {previous})",
+            secs(t0.elapsed())
+        );
+        if let Value::Object(m) = serde_json::to_value(&entry).unwrap_or_default() {
+            report.fields = m;
+        }
+        if let Some(f) = failure.as_ref().filter(|f| !f.logs.trim().is_empty()) {
+            report.set("failing_container", f.container.clone());
+            report.set("failing_container_logs", f.logs.clone());
+        }
         state::append_history(&self.state_dir, &entry)?;
         if interrupted {
             self.journal.interrupted = true;

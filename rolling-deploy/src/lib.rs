@@ -11,6 +11,7 @@ pub mod state;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use daon_common::config::{self, Config, Loaded, Source};
 use daon_common::exit::EXIT_CODES_HELP;
+use daon_common::notify::{self, Report};
 use daon_common::{Error, ExitCode};
 use std::io::Write;
 use std::path::PathBuf;
@@ -220,6 +221,12 @@ impl Failure {
     }
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Failure {
@@ -302,6 +309,30 @@ fn deploy_action(d: DeployArgs) -> Result<(Action, RunArgs), Failure> {
 
 /// Runs the tool; returns the exit code. Data goes to `out`, messages to stderr.
 pub fn run(s: &Settings, out: &mut dyn Write) -> Result<u8, Failure> {
+    run_reported(s, out, &mut Report::default())
+}
+
+/// Whether this run sends a success/failure notification (a deploy or a
+/// rollback that is not a dry run).
+pub fn notifies(s: &Settings) -> bool {
+    !s.dry_run && matches!(s.action, Action::Deploy { .. } | Action::Rollback(_))
+}
+
+/// The notification subject before the run knows more.
+fn subject(a: &Action) -> String {
+    match a {
+        Action::Deploy { image, .. } => format!("deploy of {image}"),
+        Action::Rollback(Some(v)) => format!("rollback to {v}"),
+        Action::Rollback(None) => "rollback to the previous version".into(),
+        Action::History(_) => "history".into(),
+        Action::Status => "status".into(),
+        Action::PrintConfig => "print-config".into(),
+    }
+}
+
+/// [`run`], also filling `report` for the run's notification (version,
+/// previous, duration, outcome, per-instance timings).
+pub fn run_reported(s: &Settings, out: &mut dyn Write, report: &mut Report) -> Result<u8, Failure> {
     let io = |e: std::io::Error| Failure::from(Error::io("writing", "standard output", e));
     match &s.action {
         Action::PrintConfig => {
@@ -320,10 +351,10 @@ pub fn run(s: &Settings, out: &mut dyn Write) -> Result<u8, Failure> {
         Action::History(limit) => deploy::history(s, *limit, out),
         Action::Status => deploy::status(s, out),
         Action::Deploy { image, build } => {
-            deploy::Run::new(s, out)?.execute("deploy", Some(image.clone()), build.clone())
+            deploy::Run::new(s, out)?.execute("deploy", Some(image.clone()), build.clone(), report)
         }
         Action::Rollback(version) => {
-            deploy::Run::new(s, out)?.execute("rollback", version.clone(), None)
+            deploy::Run::new(s, out)?.execute("rollback", version.clone(), None, report)
         }
     }
 }
@@ -346,7 +377,23 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     let result = Config::load(cli.config.as_deref())
         .map_err(Failure::from)
         .and_then(|loaded| Settings::from_cli(cli, loaded))
-        .and_then(|s| run(&s, &mut std::io::stdout().lock()));
+        .and_then(|s| {
+            if matches!(s.action, Action::PrintConfig) {
+                return run(&s, &mut std::io::stdout().lock());
+            }
+            notify::monitored(
+                &s.config.notify,
+                &s.config.paths.state_dir,
+                "daon-rolling-deploy",
+                notifies(&s),
+                &subject(&s.action),
+                |out, report| run_reported(&s, out, report),
+                |r| match r {
+                    Ok(c) => *c,
+                    Err(f) => f.code.code(),
+                },
+            )
+        });
     match result {
         Ok(code) => code,
         Err(f)

@@ -345,7 +345,9 @@ fn good_deploy_then_rollback_lose_no_request() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
 
     // A failing pre-deploy hook aborts before anything changes.
+    let mon = kit::Monitoring::start(dirs.path());
     let o = rd(&stack.config, dirs.path())
+        .envs(mon.env())
         .args(["--image", "daon-api:rd-good", "--pre-deploy", "exit 3"])
         .output()
         .unwrap();
@@ -360,6 +362,7 @@ fn good_deploy_then_rollback_lose_no_request() {
     );
     let (o, load) = under_load("deploy of a good version (daon-rolling-deploy)", || {
         rd(&stack.config, dirs.path())
+            .envs(mon.env())
             .args(["--image", "daon-api:rd-good", "--monitor", "3s"])
             .args(["--post-deploy", &post])
             .output()
@@ -381,6 +384,7 @@ fn good_deploy_then_rollback_lose_no_request() {
 
     let (o, load) = under_load("rollback (daon-rolling-deploy rollback)", || {
         rd(&stack.config, dirs.path())
+            .envs(mon.env())
             .args(["rollback", "--monitor", "1s"])
             .output()
             .unwrap()
@@ -388,6 +392,50 @@ fn good_deploy_then_rollback_lose_no_request() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(load.failed, 0, "failed requests: {:?}", load.errors);
     assert_all_on("local");
+
+    // Monitoring: the aborted run, the deploy and the rollback each pinged
+    // start and end and sent one message with version, previous, duration, outcome.
+    assert_eq!(
+        mon.events(),
+        [
+            "ping start",
+            "ping 1",
+            "hook failure",
+            "ping start",
+            "ping 0",
+            "hook success",
+            "ping start",
+            "ping 0",
+            "hook success"
+        ]
+    );
+    let hooks = mon.hooks();
+    assert!(
+        hooks[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("pre-deploy hook failed, nothing changed"),
+        "{}",
+        hooks[0]
+    );
+    let ok = &hooks[1]["fields"];
+    assert_eq!(ok["version"], "rd-good", "{ok}");
+    assert_eq!(ok["previous"], "daon-api:local", "{ok}");
+    assert_eq!(ok["outcome"], "ok", "{ok}");
+    assert!(ok["duration_s"].as_f64().unwrap() > 0.0, "{ok}");
+    assert_eq!(ok["instances"].as_array().unwrap().len(), 3, "{ok}");
+    assert_eq!(hooks[2]["fields"]["kind"], "rollback");
+    assert_eq!(hooks[2]["fields"]["image"], "daon-api:local");
+    let mails = mon.wait_mails(3);
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    assert!(
+        mails[1].contains("daon-rolling-deploy OK: deploy of daon-api:rd-good: ok in")
+            && mails[1].contains("(previous daon-api:local)")
+            && mails[1].contains("outcome: ok"),
+        "{}",
+        mails[1]
+    );
+    mon.assert_never_seen(kit::Monitoring::HOOK_TOKEN, "the webhook token");
 
     let h = history(&stack.config, dirs.path());
     assert_eq!(h.len(), 2, "{h:?}");
@@ -425,8 +473,10 @@ fn never_healthy_version_is_rolled_back_without_a_failed_request() {
     let _m = kit::mutate();
     api_image("rd-bad", "never-healthy");
     let dirs = tempfile::tempdir().unwrap();
+    let mon = kit::Monitoring::start(dirs.path());
     let (o, load) = under_load("deploy of a never-healthy version", || {
         rd(&stack.config, dirs.path())
+            .envs(mon.env())
             .args(["--image", "daon-api:rd-bad", "--monitor", "2s"])
             .output()
             .unwrap()
@@ -440,6 +490,30 @@ fn never_healthy_version_is_rolled_back_without_a_failed_request() {
     let h = history(&stack.config, dirs.path());
     assert_eq!(h[0]["outcome"], "rolled-back", "{h:?}");
     assert_eq!(h[0]["rolled_back"][0]["container"], "daon-api-1");
+    // The failure notification: outcome, versions and the failing container's logs.
+    assert_eq!(mon.events(), ["ping start", "ping 1", "hook failure"]);
+    let bad = &mon.hooks()[0];
+    assert_eq!(bad["fields"]["outcome"], "rolled-back", "{bad}");
+    assert_eq!(bad["fields"]["version"], "rd-bad", "{bad}");
+    assert_eq!(bad["fields"]["previous"], "daon-api:local", "{bad}");
+    assert_eq!(bad["fields"]["failing_container"], "daon-api-1", "{bad}");
+    assert!(
+        !bad["fields"]["failing_container_logs"]
+            .as_str()
+            .unwrap()
+            .trim()
+            .is_empty(),
+        "{bad}"
+    );
+    assert!(
+        bad["text"]
+            .as_str()
+            .unwrap()
+            .contains("daon-rolling-deploy FAILED: deploy of daon-api:rd-bad: rolled-back in"),
+        "{bad}"
+    );
+    let mails = mon.wait_mails(1);
+    assert!(mails[0].contains("exit code 1 ("), "{}", mails[0]);
 }
 
 /// (c) a version that turns unhealthy during the watch window: every replaced
