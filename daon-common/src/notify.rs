@@ -423,6 +423,16 @@ impl Run {
     }
 }
 
+/// Environment for a daon tool that another daon tool runs as one step of
+/// its own run (the pre-wipe backup, the reboot guard's snapshot check):
+/// the step must not ping the dead-man URL or send messages of its own —
+/// the outer run reports the result.
+pub const NESTED_RUN_ENV: [(&str, &str); 3] = [
+    ("DAON_NOTIFY_PING_URL", ""),
+    ("DAON_NOTIFY_WEBHOOK_URL", ""),
+    ("DAON_NOTIFY_EMAIL_TO", ""),
+];
+
 /// What a run tells its success or failure notification, filled in by the
 /// tool as it learns it (the set it wrote, the version it deployed...).
 #[derive(Debug, Default, Clone)]

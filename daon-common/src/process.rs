@@ -166,6 +166,18 @@ impl Cmd {
             .push((key.as_ref().to_owned(), val.as_ref().to_owned()));
         self
     }
+
+    /// Sets each `(key, value)` of `vars`.
+    pub fn envs<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        for (k, v) in vars {
+            self = self.env(k, v);
+        }
+        self
+    }
+
     /// Sets the working directory.
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());

@@ -31,6 +31,7 @@ fn hetzner(cfg: &Config, max_age: Duration) -> Result<String, String> {
     let age = humantime::format_duration(max_age).to_string();
     let cmd = Cmd::new(prog)
         .args(args)
+        .envs(daon_common::notify::NESTED_RUN_ENV)
         .args(["check", "--max-age", &age])
         .timeout(Duration::from_secs(120));
     match cmd.run_unchecked() {

@@ -90,6 +90,12 @@ fn stop(code: ExitCode, message: impl Into<String>) -> Stop {
     }
 }
 
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl From<daon_common::Error> for Stop {
     fn from(e: daon_common::Error) -> Self {
         stop(e.exit_code(), e.to_string())
@@ -306,6 +312,7 @@ pub fn run(cli: &Cli, cfg: &Config, out: &mut impl Write) -> Result<(), Stop> {
     // 3. The pre-wipe backup, verified.
     say("backing up (tag pre-wipe)...".into());
     let backup = Cmd::new(tool("daon-backup"))
+        .envs(daon_common::notify::NESTED_RUN_ENV)
         .args(["--tag", "pre-wipe", "--json"])
         .timeout(Duration::from_secs(6 * 3600));
     let o = backup.run_unchecked().map_err(|e| {
@@ -337,6 +344,7 @@ pub fn run(cli: &Cli, cfg: &Config, out: &mut impl Write) -> Result<(), Stop> {
         ));
     }
     let v = Cmd::new(tool("daon-backup"))
+        .envs(daon_common::notify::NESTED_RUN_ENV)
         .args(["verify", &set])
         .timeout(Duration::from_secs(6 * 3600))
         .run_unchecked()
@@ -546,46 +554,28 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
             }
         };
     }
-    let mon = daon_common::notify::Run::start(&cfg.notify, &cfg.paths.state_dir, "daon-wipe-reset");
-    let mut buf = Vec::new();
-    let r = run(&cli, &cfg, &mut TeeStdout(&mut buf));
-    let code = match &r {
+    let new_id = cli.new_chain_id.clone().unwrap_or_default();
+    let r = daon_common::notify::monitored(
+        &cfg.notify,
+        &cfg.paths.state_dir,
+        "daon-wipe-reset",
+        !cli.dry_run,
+        &format!("chain reset -> {new_id}"),
+        |out, report| {
+            report.set("new_chain_id", new_id.clone());
+            run(&cli, &cfg, out)
+        },
+        |r| match r {
+            Ok(()) => 0,
+            Err(s) => s.code.code(),
+        },
+    );
+    match r {
         Ok(()) => 0,
         Err(s) => {
             eprintln!("daon-wipe-reset: {}", s.message);
             s.code.code()
         }
-    };
-    let body = String::from_utf8_lossy(&buf).into_owned();
-    let body = match &r {
-        Ok(()) => body,
-        Err(s) => format!("{body}\n{}", s.message),
-    };
-    let subject = format!(
-        "{} -> {}",
-        "chain reset",
-        cli.new_chain_id.clone().unwrap_or_default()
-    );
-    mon.finish(
-        code,
-        !cli.dry_run,
-        &subject,
-        &body,
-        serde_json::json!({"new_chain_id": cli.new_chain_id}),
-    );
-    code
-}
-
-/// Writes to stdout and keeps a copy (for the notification).
-struct TeeStdout<'a>(&'a mut Vec<u8>);
-
-impl Write for TeeStdout<'_> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(b);
-        std::io::stdout().write(b)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stdout().flush()
     }
 }
 

@@ -203,8 +203,10 @@ fn stack_every_abort_path_changes_nothing() {
     unchanged("existing secrets file");
 
     // A failing pre-wipe backup (pg_dump as a user that does not exist).
+    let mon = kit::Monitoring::start(e.dir.path());
     let o = e
         .cmd()
+        .envs(mon.env())
         .args([
             "--new-chain-id",
             "daon-mainnet-1",
@@ -223,6 +225,23 @@ fn stack_every_abort_path_changes_nothing() {
         text(&o)
     );
     unchanged("failing backup");
+    // One run, one report: the nested daon-backup neither pings nor notifies.
+    assert_eq!(mon.events(), ["ping start", "ping 74", "hook failure"]);
+    let bad = &mon.hooks()[0];
+    assert_eq!(bad["fields"]["new_chain_id"], "daon-mainnet-1", "{bad}");
+    assert!(
+        bad["text"]
+            .as_str()
+            .unwrap()
+            .contains("daon-wipe-reset FAILED: chain reset -> daon-mainnet-1")
+            && bad["text"]
+                .as_str()
+                .unwrap()
+                .contains("the pre-wipe backup failed; nothing was wiped"),
+        "{bad}"
+    );
+    let mails = mon.wait_mails(1);
+    assert_eq!(mails.len(), 1, "{mails:#?}");
 }
 
 /// If the full-transition test dies half-way, put the dev stack back on its
@@ -268,10 +287,36 @@ fn stack_full_transition_to_mainnet_then_rollback_with_daon_restore() {
     };
     psql("DROP TABLE IF EXISTS wipe_test; CREATE TABLE wipe_test (id int); INSERT INTO wipe_test SELECT generate_series(1, 42);");
 
-    let o = e.go("WIPE-PRODUCTION", "daon-devnet-1");
+    let mon = kit::Monitoring::start(e.dir.path());
+    let o = e
+        .cmd()
+        .envs(mon.env())
+        .args([
+            "--new-chain-id",
+            "daon-mainnet-1",
+            "--confirm",
+            "WIPE-PRODUCTION",
+            "--current-chain-id",
+            "daon-devnet-1",
+        ])
+        .output()
+        .unwrap();
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert_eq!(network(), "daon-mainnet-1");
+    assert_eq!(mon.events(), ["ping start", "ping 0", "hook success"]);
+    let ok = &mon.hooks()[0];
+    assert!(
+        ok["text"]
+            .as_str()
+            .unwrap()
+            .contains("daon-wipe-reset OK: chain reset -> daon-mainnet-1"),
+        "{ok}"
+    );
+    assert!(
+        ok["text"].as_str().unwrap().contains("daon-restore "),
+        "{ok}"
+    );
     let env_now = std::fs::read_to_string(&e.env_file).unwrap();
     assert!(env_now.contains("CHAIN_ID=daon-mainnet-1\n"), "{env_now}");
     assert_eq!(
@@ -300,6 +345,7 @@ fn stack_full_transition_to_mainnet_then_rollback_with_daon_restore() {
         assert_eq!(v.len(), 64, "{k} is not 256 bits");
         assert!(env_now.contains(line), ".env lacks the new {k}");
         assert!(!out.contains(v), "the value of {k} was printed");
+        mon.assert_never_seen(v, k);
     }
     let key = e.p("secrets/daon-mainnet-1-priv_validator_key.json");
     assert!(key.exists(), "validator key not saved: {out}");
