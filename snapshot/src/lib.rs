@@ -996,7 +996,6 @@ fn status(s: &Settings, c: &Client, out: &mut impl Write) -> Result<ExitCode, Ru
     Ok(ExitCode::Ok)
 }
 
-/// Parse, load, run: what `main` calls. Returns the process exit code.
 /// [`run`] with monitoring: dead-man pings around every run, and a success or
 /// failure notification ([notify]) for the commands that change something.
 fn run_monitored(s: &Settings) -> Result<ExitCode, RunError> {
@@ -1006,32 +1005,26 @@ fn run_monitored(s: &Settings) -> Result<ExitCode, RunError> {
         Some(Command::EnableBackups) => Some("enable-backups"),
         _ => None,
     };
-    let mon = daon_common::notify::Run::start(
+    let subject = format!("{} for {}", what.unwrap_or("run"), s.server);
+    daon_common::notify::monitored(
         &s.config.notify,
         &s.config.paths.state_dir,
         "daon-snapshot",
-    );
-    let mut buf = Vec::new();
-    let r = run(s, &mut buf);
-    let printed = std::io::stdout().lock().write_all(&buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (code, body) = match &r {
-        Ok(c) => (c.code(), text.clone()),
-        Err(e) => (e.exit_code().code(), format!("{text}error: {e}")),
-    };
-    let subject = format!("{} for {}", what.unwrap_or("run"), s.server);
-    mon.finish(
-        code,
         what.is_some(),
         &subject,
-        &body,
-        json!({"command": what, "server": s.server}),
-    );
-    printed
-        .map_err(|e| RunError::Common(daon_common::Error::io("writing", "standard output", e)))?;
-    r
+        |out, report| {
+            report.set("command", what);
+            report.set("server", s.server.clone());
+            run(s, out)
+        },
+        |r| match r {
+            Ok(c) => c.code(),
+            Err(e) => e.exit_code().code(),
+        },
+    )
 }
 
+/// Parse, load, run: what `main` calls. Returns the process exit code.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     let matches = match command().try_get_matches_from(args) {
         Ok(m) => m,
