@@ -181,11 +181,11 @@ pub enum Sub {
 
 /// The clap command, for man pages and completions.
 pub fn command() -> clap::Command {
-    Cli::command().after_long_help(format!(
+    daon_common::cli::with_subcommand_help(Cli::command().after_long_help(format!(
         "{AFTER_HELP}\n\n{}\n\n{}",
         daon_common::exit::EXIT_CODES_HELP,
         config::SEARCH_PATH_HELP
-    ))
+    )))
 }
 
 /// Errors that stop daon-backup; each knows its exit code.
@@ -882,20 +882,10 @@ pub fn install_signal_handlers() {
 
 /// Parse, load, run: what `main` calls.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    let cli = match command()
-        .try_get_matches_from(args)
-        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m))
-    {
+    let cli: Cli = match daon_common::cli::parse(command(), args, ExitCode::Usage.code()) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::Ok
-                }
-                _ => ExitCode::Usage,
-            };
-        }
+        Err(0) => return ExitCode::Ok,
+        Err(_) => return ExitCode::Usage,
     };
     install_signal_handlers();
     let result = Config::load(cli.config.as_deref())

@@ -3,6 +3,7 @@
 //! locks and atomic files — so each tool is only its own logic.
 
 pub mod atomic;
+pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod error;

@@ -722,15 +722,10 @@ pub fn check_stack(config: &Config) -> Vec<CheckResult> {
 
 /// Parse, load, run: what `main` calls. Returns the process exit code.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
-    let cli = match Cli::try_parse_from(args) {
+    // A usage error is UNKNOWN (3) to Nagios.
+    let cli: Cli = match daon_common::cli::parse(command(), args, 3) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
-                _ => 3,
-            };
-        }
+        Err(code) => return code,
     };
     let result = Config::load(cli.config.as_deref())
         .map_err(RunError::from)

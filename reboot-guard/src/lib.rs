@@ -29,7 +29,7 @@ Examples:
   daon-reboot-guard verify          # at boot (@reboot cron or systemd): bring the stack back, wait for health
 
 Crontab:
-  17 * * * *  root  daon-reboot-guard
+  47 * * * *  root  daon-reboot-guard --quiet
   @reboot     root  daon-reboot-guard verify
 
 Gates (all must pass, each reported by name): backup (a Hetzner snapshot/backup via `daon-snapshot
@@ -55,6 +55,10 @@ pub struct Cli {
     /// JSON Lines output
     #[arg(long, global = true)]
     pub json: bool,
+    /// For cron: print nothing when the run ends with exit 0 (no reboot needed,
+    /// outside the window, verified); the whole report otherwise
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     /// Required freshness of a backup (default [reboot] max_backup_age)
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_backup_age: Option<Duration>,
@@ -83,10 +87,10 @@ pub enum Action {
 
 /// The clap command (man pages, completions).
 pub fn command() -> clap::Command {
-    Cli::command().after_long_help(format!(
+    daon_common::cli::with_subcommand_help(Cli::command().after_long_help(format!(
         "{AFTER_HELP}\n\n{EXIT_CODES_HELP}\n\n{}",
         config::SEARCH_PATH_HELP
-    ))
+    )))
 }
 
 /// One line of the reboot history.
@@ -119,6 +123,7 @@ pub struct Settings {
     source: Source,
     dry_run: bool,
     json: bool,
+    quiet: bool,
     max_backup_age: Duration,
     even_if_unhealthy: bool,
     print_config: bool,
@@ -170,10 +175,12 @@ fn append_history(c: &Config, event: &str, detail: &str) -> Result<(), Error> {
     atomic::write(&p, &all, 0o644)
 }
 
-/// Output sink honouring --json.
+/// Output sink honouring --json and --quiet (text held back until the run
+/// ends, and printed only if it did not end with exit 0).
 struct Out<'a, W: Write> {
     w: &'a mut W,
     json: bool,
+    held: Option<Vec<u8>>,
 }
 
 impl<W: Write> Out<'_, W> {
@@ -184,6 +191,8 @@ impl<W: Write> Out<'_, W> {
                 o.insert("message".into(), text.into());
             }
             daon_common::output::json_line(self.w, kind, f)
+        } else if let Some(h) = &mut self.held {
+            writeln!(h, "{text}")
         } else {
             writeln!(self.w, "{text}")
         };
@@ -578,7 +587,11 @@ pub fn run<W: Write>(s: &Settings, w: &mut W) -> Result<ExitCode, Failure> {
     }
     let _ = &s.source;
     let ping = Ping::start(&s.config.notify, "daon-reboot-guard");
-    let mut out = Out { w, json: s.json };
+    let mut out = Out {
+        w,
+        json: s.json,
+        held: (s.quiet && !s.json).then(Vec::new),
+    };
     let r = match s.action {
         None => guard(s, &mut out),
         Some(Action::Verify) => verify(s, &mut out),
@@ -588,6 +601,9 @@ pub fn run<W: Write>(s: &Settings, w: &mut W) -> Result<ExitCode, Failure> {
         Ok(c) => *c,
         Err(f) => f.code,
     };
+    if let Some(h) = out.held.take().filter(|_| code != ExitCode::Ok) {
+        let _ = out.w.write_all(&h);
+    }
     if s.json {
         let _ = daon_common::output::json_line(
             out.w,
@@ -607,16 +623,9 @@ pub fn run<W: Write>(s: &Settings, w: &mut W) -> Result<ExitCode, Failure> {
 
 /// Parse, load, run; returns the exit code.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match daon_common::cli::parse(command(), args, ExitCode::Usage.code()) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::Usage.code()
-            } else {
-                0
-            };
-        }
+        Err(code) => return code,
     };
     let loaded = match Config::load(cli.config.as_deref()) {
         Ok(l) => l,
@@ -637,6 +646,7 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
         source,
         dry_run: cli.dry_run,
         json: cli.json,
+        quiet: cli.quiet,
         even_if_unhealthy: cli.even_if_unhealthy,
         print_config: cli.print_config,
         action: cli.action,

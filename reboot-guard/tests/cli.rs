@@ -110,6 +110,32 @@ fn no_reboot_needed_exits_0_and_says_so() {
     let o = e.cmd(None).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("no reboot needed"), "{}", text(&o));
+    // From cron: silent when there is nothing to say.
+    let o = e.cmd(None).arg("--quiet").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(text(&o), "", "--quiet printed something");
+}
+
+#[test]
+fn help_shows_examples_gates_and_exit_codes() {
+    let e = Env::new();
+    let o = e.cmd(None).arg("--help").output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let h = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "Examples:",
+        "Gates",
+        "Exit codes:",
+        "75  temporary failure",
+        "--quiet",
+    ] {
+        assert!(h.contains(want), "--help lacks {want:?}:\n{h}");
+    }
+    let o = e.cmd(None).args(["verify", "--help"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Exit codes:"),
+        "verify --help lacks the exit codes"
+    );
 }
 
 #[test]
@@ -154,8 +180,8 @@ fn stack_each_failing_gate_stops_the_reboot_and_is_named() {
     let e = Env::new();
     e.need_reboot();
 
-    // backup: nothing fresh anywhere.
-    let o = e.cmd(Some(&stack.config)).output().unwrap();
+    // backup: nothing fresh anywhere (and --quiet still tells why).
+    let o = e.cmd(Some(&stack.config)).arg("--quiet").output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("gate backup       FAIL") && text(&o).contains("gate(s) backup failed"),

@@ -8,7 +8,7 @@
 pub mod drill;
 pub mod restore;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use daon_backup::set::{self, Kind, Manifest, SetInfo, SetKind};
 use daon_common::config::{self, Config, Loaded, Source};
 use daon_common::notify::{self, Report};
@@ -108,11 +108,11 @@ pub enum Sub {
 
 /// The clap command, for man pages and completions.
 pub fn command() -> clap::Command {
-    Cli::command().after_long_help(format!(
+    daon_common::cli::with_subcommand_help(Cli::command().after_long_help(format!(
         "{AFTER_HELP}\n\n{}\n\n{}",
         daon_common::exit::EXIT_CODES_HELP,
         config::SEARCH_PATH_HELP
-    ))
+    )))
 }
 
 /// Errors that stop daon-restore; each knows its exit code.
@@ -329,20 +329,10 @@ pub fn run_reported(
 
 /// Parse, load, run: what `main` calls.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    let cli = match command()
-        .try_get_matches_from(args)
-        .and_then(|m| Cli::from_arg_matches(&m))
-    {
+    let cli: Cli = match daon_common::cli::parse(command(), args, ExitCode::Usage.code()) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::Ok
-                }
-                _ => ExitCode::Usage,
-            };
-        }
+        Err(0) => return ExitCode::Ok,
+        Err(_) => return ExitCode::Usage,
     };
     daon_backup::install_signal_handlers();
     let result = Config::load(cli.config.as_deref())

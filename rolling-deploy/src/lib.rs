@@ -8,7 +8,7 @@ pub mod caddy;
 pub mod deploy;
 pub mod state;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use daon_common::config::{self, Config, Loaded, Source};
 use daon_common::exit::EXIT_CODES_HELP;
 use daon_common::notify::{self, Report};
@@ -148,10 +148,10 @@ pub struct RollbackArgs {
 
 /// The clap command, for man pages and completions.
 pub fn command() -> clap::Command {
-    Cli::command().after_long_help(format!(
-        "{AFTER_HELP}\n\n{}\n\n{EXIT_CODES_HELP}\n  (1 here: the deploy failed and was rolled back; 130: interrupted)",
+    daon_common::cli::with_subcommand_help(Cli::command().after_long_help(format!(
+        "{AFTER_HELP}\n\n{}\n\n{EXIT_CODES_HELP}\n  (1 here: the deploy failed and was rolled back; 70: a rollback failed too, some instance may\n   still run the new version: see `daon-rolling-deploy status`; 130: interrupted)",
         config::SEARCH_PATH_HELP
-    ))
+    )))
 }
 
 /// What to do.
@@ -361,18 +361,9 @@ pub fn run_reported(s: &Settings, out: &mut dyn Write, report: &mut Report) -> R
 
 /// Parse, load, run: what `main` calls. Returns the process exit code.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
-    let parsed = command()
-        .try_get_matches_from(args)
-        .and_then(|m| Cli::from_arg_matches(&m));
-    let cli = match parsed {
+    let cli: Cli = match daon_common::cli::parse(command(), args, ExitCode::Usage.code()) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
-                _ => ExitCode::Usage.code(),
-            };
-        }
+        Err(code) => return code,
     };
     let result = Config::load(cli.config.as_deref())
         .map_err(Failure::from)

@@ -146,10 +146,10 @@ pub enum Command {
 
 /// The clap command, for man pages and completions.
 pub fn command() -> clap::Command {
-    Cli::command().after_long_help(format!(
+    daon_common::cli::with_subcommand_help(Cli::command().after_long_help(format!(
         "{AFTER_HELP}\n\n{EXIT_HELP}\n\n{}",
         config::SEARCH_PATH_HELP
-    ))
+    )))
 }
 
 /// What a run does, once flags, environment and file are merged.
@@ -1026,22 +1026,9 @@ fn run_monitored(s: &Settings) -> Result<ExitCode, RunError> {
 
 /// Parse, load, run: what `main` calls. Returns the process exit code.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
-    let matches = match command().try_get_matches_from(args) {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
-                _ => ExitCode::Usage.code(),
-            };
-        }
-    };
-    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+    let cli: Cli = match daon_common::cli::parse(command(), args, ExitCode::Usage.code()) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::Usage.code();
-        }
+        Err(code) => return code,
     };
     let json = cli.json;
     let result = Config::load(cli.config.as_deref())

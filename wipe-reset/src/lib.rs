@@ -524,16 +524,9 @@ impl Mode600 for std::fs::OpenOptions {
 
 /// Parse, load, run; returns the exit code.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match daon_common::cli::parse(command(), args, ExitCode::Usage.code()) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::Usage.code()
-            } else {
-                0
-            };
-        }
+        Err(code) => return code,
     };
     let cfg = match Config::load(cli.config.as_deref()) {
         Ok(l) => l.config,

@@ -127,6 +127,20 @@ fn psql(sql: &str) -> String {
 }
 
 #[test]
+fn help_shows_the_steps_examples_and_exit_codes() {
+    let o = Command::cargo_bin("daon-wipe-reset")
+        .unwrap()
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let h = String::from_utf8_lossy(&o.stdout);
+    for want in ["Examples:", "Exit codes:", "--dry-run", "daon-restore"] {
+        assert!(h.contains(want), "--help lacks {want:?}:\n{h}");
+    }
+}
+
+#[test]
 fn stack_every_abort_path_changes_nothing() {
     let Some(stack) = kit::stack("wipe_aborts") else {
         return;
