@@ -3,6 +3,10 @@
 //! — with `CI=true` — fails instead of skipping when Docker is missing, so a
 //! green CI run always means the Docker tests ran.
 
+pub mod host2;
+
+pub use host2::{host2, Host2};
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
