@@ -477,16 +477,7 @@ pub fn run_reported(
     };
     match &s.action {
         Action::PrintConfig => {
-            let whence = match &s.source {
-                Source::BuiltIn => "built-in default".to_string(),
-                Source::File(p) => p.display().to_string(),
-            };
-            write!(
-                out,
-                "# effective configuration (from {whence}; secrets redacted)\n{}",
-                s.config.to_toml_redacted()?
-            )
-            .map_err(io_out)?;
+            write!(out, "{}", s.config.effective_toml(&s.source)?).map_err(io_out)?;
             Ok(ExitCode::Ok)
         }
         Action::List => list(s, out),

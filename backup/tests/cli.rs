@@ -39,25 +39,6 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn psql(sql: &str) -> String {
-    let o = kit::docker(&[
-        "exec",
-        "daon-postgres",
-        "psql",
-        "-U",
-        "daon",
-        "-d",
-        "daon",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-At",
-        "-c",
-        sql,
-    ]);
-    assert!(o.status.success(), "psql {sql}: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 fn complete_sets(dir: &Path) -> Vec<String> {
     set::list(dir)
         .unwrap()
@@ -269,14 +250,14 @@ fn backup_of_the_stack_is_complete_verifiable_and_extracts_with_stock_tools() {
     let _l = kit::lock();
     let t = tempfile::tempdir().unwrap();
     let table = format!("daon_backup_test_{}", std::process::id());
-    psql(&format!(
+    kit::psql(&format!(
         "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int primary key, v text); INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 1234) g;"
     ));
     let o = bk(Some(&stack.config), t.path())
         .arg("--json")
         .output()
         .unwrap();
-    psql(&format!("DROP TABLE {table}"));
+    kit::psql(&format!("DROP TABLE {table}"));
     assert!(o.status.success(), "{}", text(&o));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
         .lines()

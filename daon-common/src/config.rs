@@ -23,6 +23,16 @@ pub enum Source {
     File(PathBuf),
 }
 
+impl Source {
+    /// `built-in default` or the file's path.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::BuiltIn => "built-in default".into(),
+            Source::File(p) => p.display().to_string(),
+        }
+    }
+}
+
 /// The whole stack description.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -1039,6 +1049,16 @@ impl Config {
             }
         }
         out
+    }
+
+    /// What `--print-config` prints: a header naming where the config came
+    /// from, then [`Config::to_toml_redacted`].
+    pub fn effective_toml(&self, source: &Source) -> Result<String> {
+        Ok(format!(
+            "# effective configuration (from {}; secrets redacted)\n{}",
+            source.describe(),
+            self.to_toml_redacted()?
+        ))
     }
 
     /// The effective config as TOML, with secret-looking values redacted.

@@ -449,16 +449,7 @@ fn selected(plan: Vec<Planned>, only: &[String]) -> Result<Vec<Planned>, RunErro
 pub fn run(s: &Settings, out: &mut impl Write) -> Result<u8, RunError> {
     let io = |e: std::io::Error| RunError::Common(Error::io("writing", "standard output", e));
     if s.print_config {
-        let whence = match &s.source {
-            Source::BuiltIn => "built-in default".to_string(),
-            Source::File(p) => p.display().to_string(),
-        };
-        write!(
-            out,
-            "# effective configuration (from {whence}; secrets redacted)\n{}",
-            s.config.to_toml_redacted()?
-        )
-        .map_err(io)?;
+        write!(out, "{}", s.config.effective_toml(&s.source)?).map_err(io)?;
         return Ok(0);
     }
     let plan = selected(plan(s), &s.only)?;

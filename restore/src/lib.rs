@@ -310,16 +310,7 @@ pub fn run_reported(
     let io = |e: std::io::Error| RestoreError::Common(Error::io("writing", "standard output", e));
     match s.action {
         Action::PrintConfig => {
-            let whence = match &s.source {
-                Source::BuiltIn => "built-in default".to_string(),
-                Source::File(p) => p.display().to_string(),
-            };
-            write!(
-                out,
-                "# effective configuration (from {whence}; secrets redacted)\n{}",
-                s.config.to_toml_redacted()?
-            )
-            .map_err(io)?;
+            write!(out, "{}", s.config.effective_toml(&s.source)?).map_err(io)?;
             Ok(ExitCode::Ok)
         }
         Action::Restore => restore::run(s, out, report),

@@ -61,26 +61,6 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn psql(sql: &str) -> String {
-    let o = kit::docker(&[
-        "exec",
-        "daon-postgres",
-        "psql",
-        "-X",
-        "-U",
-        "daon",
-        "-d",
-        "daon",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-At",
-        "-c",
-        sql,
-    ]);
-    assert!(o.status.success(), "psql {sql}: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 fn set_path(o: &Output) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
 }
@@ -310,11 +290,11 @@ fn database_and_config_round_trip_on_the_live_stack() {
     let _m = kit::mutate();
     let t = tempfile::tempdir().unwrap();
     let table = format!("daon_restore_test_{}", std::process::id());
-    psql(&format!(
+    kit::psql(&format!(
         "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int primary key, v text); INSERT INTO {table} SELECT g, md5(g::text) FROM generate_series(1, 300) g;"
     ));
     let digest = |t: &str| {
-        psql(&format!(
+        kit::psql(&format!(
             "SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY id)) FROM {t}"
         ))
     };
@@ -326,7 +306,7 @@ fn database_and_config_round_trip_on_the_live_stack() {
     assert!(o.status.success(), "{}", text(&o));
 
     // Delete and change rows; loosen .env's mode.
-    psql(&format!(
+    kit::psql(&format!(
         "DELETE FROM {table} WHERE id > 100; UPDATE {table} SET v = 'changed' WHERE id = 1;"
     ));
     assert_ne!(digest(&table), before);
@@ -362,7 +342,7 @@ fn database_and_config_round_trip_on_the_live_stack() {
         .unwrap();
     let after = digest(&table);
     let mode = std::fs::metadata(&env).unwrap().permissions().mode() & 0o777;
-    psql(&format!("DROP TABLE {table}"));
+    kit::psql(&format!("DROP TABLE {table}"));
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(after, before, "rows are back");
     assert_eq!(mode, 0o600);
@@ -426,13 +406,13 @@ fn a_corrupt_set_is_refused_naming_the_artifact_and_the_live_data_is_unchanged()
     let _l = kit::lock();
     let t = tempfile::tempdir().unwrap();
     let table = format!("daon_restore_corrupt_{}", std::process::id());
-    psql(&format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int); INSERT INTO {table} SELECT generate_series(1, 50);"));
+    kit::psql(&format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int); INSERT INTO {table} SELECT generate_series(1, 50);"));
     let o = backup_cmd(&stack.config, t.path())
         .args(["--only", "db"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    psql(&format!("DELETE FROM {table} WHERE id > 10"));
+    kit::psql(&format!("DELETE FROM {table} WHERE id > 10"));
     let p = set_path(&o).join("database.sql.zst");
     let mut b = std::fs::read(&p).unwrap();
     let i = b.len() / 2;
@@ -444,8 +424,8 @@ fn a_corrupt_set_is_refused_naming_the_artifact_and_the_live_data_is_unchanged()
         .args(["--only", "db", "--yes"])
         .output()
         .unwrap();
-    let rows = psql(&format!("SELECT count(*) FROM {table}"));
-    psql(&format!("DROP TABLE {table}"));
+    let rows = kit::psql(&format!("SELECT count(*) FROM {table}"));
+    kit::psql(&format!("DROP TABLE {table}"));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -599,9 +579,9 @@ fn drill_passes_on_a_good_set_and_fails_on_a_truncated_dump() {
     let table = format!("daon_drill_test_{}", std::process::id());
     {
         let _l = kit::lock();
-        psql(&format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int, v text); INSERT INTO {table} SELECT g, repeat('x', g % 50) FROM generate_series(1, 2000) g;"));
+        kit::psql(&format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int, v text); INSERT INTO {table} SELECT g, repeat('x', g % 50) FROM generate_series(1, 2000) g;"));
         let o = backup_cmd(&stack.config, t.path()).output().unwrap();
-        psql(&format!("DROP TABLE {table}"));
+        kit::psql(&format!("DROP TABLE {table}"));
         assert!(o.status.success(), "{}", text(&o));
     }
     let o = restore(Some(&stack.config), t.path())

@@ -6,6 +6,7 @@
 
 pub mod caddy;
 pub mod deploy;
+pub mod hosts;
 pub mod state;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -59,6 +60,25 @@ pub struct Cli {
     /// Service role to deploy (a key of `services` in the config)
     #[arg(long, value_name = "ROLE", global = true)]
     pub service: Option<String>,
+
+    /// A Docker host to deploy to; repeat for several, deployed in order (the first is the canary)
+    #[arg(
+        long = "host",
+        value_name = "HOST",
+        global = true,
+        long_help = "A Docker host to deploy to (or roll back, or show in status/history); repeat for several. \
+HOST is a [deploy.hosts.NAME] name from the config (its `docker` context or endpoint and its own \
+caddy_admin_url, health_url, rpc_url), else a Docker endpoint (ssh://USER@HOST, unix:///PATH, \
+tcp://HOST:PORT) or context name, used with the [deploy] and [chain] URLs. Hosts are deployed one \
+after the other in the order given, each with the whole rolling procedure; the first is the canary. \
+When a host fails (its own instances are rolled back as usual), every host already updated is \
+rolled back to its own rollback point, last first, with the same procedure, and the run exits \
+non-zero naming the failing host; later hosts are not touched. Each host has its own journal; \
+history records carry `host` (and one run_id per multi-host run); --json records carry `host`. \
+Without --host: the one configured Docker host (docker.context / docker.host / DOCKER_HOST).\n\
+Example: daon-rolling-deploy --image daon-api:1.4.2 --host dc1 --host dc2 --host ssh://deploy@dc3.example"
+    )]
+    pub hosts: Vec<String>,
 
     /// Print JSON Lines (a `type` field; a closing `summary`)
     #[arg(long, global = true)]
@@ -197,6 +217,8 @@ pub struct Settings {
     pub post_deploy: Option<String>,
     /// What to do.
     pub action: Action,
+    /// `--host` values resolved, in order; empty: the one configured Docker host.
+    pub hosts: Vec<hosts::Host>,
 }
 
 /// Why a run stopped, with its exit code.
@@ -260,6 +282,7 @@ impl Settings {
         if let Some(s) = cli.service {
             config.deploy.service = s;
         }
+        let hosts = hosts::resolve(&cli.hosts, &config).map_err(|m| Failure::new(ExitCode::Usage, m))?;
         let service = config.deploy.service.clone();
         let containers = config
             .services
@@ -286,6 +309,7 @@ impl Settings {
             pre_deploy: run.pre_deploy,
             post_deploy: run.post_deploy,
             action,
+            hosts,
         })
     }
 }
@@ -336,16 +360,7 @@ pub fn run_reported(s: &Settings, out: &mut dyn Write, report: &mut Report) -> R
     let io = |e: std::io::Error| Failure::from(Error::io("writing", "standard output", e));
     match &s.action {
         Action::PrintConfig => {
-            let whence = match &s.source {
-                Source::BuiltIn => "built-in default".to_string(),
-                Source::File(p) => p.display().to_string(),
-            };
-            write!(
-                out,
-                "# effective configuration (from {whence}; secrets redacted)\n{}",
-                s.config.to_toml_redacted()?
-            )
-            .map_err(io)?;
+            write!(out, "{}", s.config.effective_toml(&s.source)?).map_err(io)?;
             Ok(0)
         }
         Action::History(limit) => deploy::history(s, *limit, out),

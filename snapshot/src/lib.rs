@@ -412,10 +412,7 @@ fn take_lock(
 }
 
 fn print_config(s: &Settings, out: &mut impl Write) -> Result<ExitCode, RunError> {
-    let whence = match &s.source {
-        Source::BuiltIn => "built-in default".to_string(),
-        Source::File(p) => p.display().to_string(),
-    };
+    let whence = s.source.describe();
     let token = match hcloud::resolve_token(s.token_file.as_deref(), s.hz(), &env) {
         Ok((_, src)) => format!("from {src}"),
         Err(e) => format!("none usable ({})", e.message.lines().next().unwrap_or("")),

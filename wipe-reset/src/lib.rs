@@ -269,7 +269,11 @@ pub fn run(cli: &Cli, cfg: &Config, out: &mut impl Write) -> Result<(), Stop> {
         humantime::format_duration(cfg.wipe.rollback_window)
     ));
 
-    // 2. Confirmation.
+    // 2. Confirmation (a dry run without the two answers checks everything else).
+    if cli.dry_run && cli.confirm.is_none() && cli.current_chain_id.is_none() {
+        say("DRY RUN: every check passed (the confirmation was not asked: give --confirm and --current-chain-id to check them too); nothing was changed".into());
+        return Ok(());
+    }
     let interactive =
         cli.confirm.is_none() && cli.current_chain_id.is_none() && std::io::stdin().is_terminal();
     let (phrase, typed_id) = if interactive {

@@ -111,21 +111,6 @@ fn sets(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn psql(sql: &str) -> String {
-    let o = kit::docker(&[
-        "exec",
-        "daon-postgres",
-        "psql",
-        "-U",
-        "daon",
-        "-d",
-        "daon",
-        "-qtAc",
-        sql,
-    ]);
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 #[test]
 fn help_shows_the_steps_examples_and_exit_codes() {
     let o = Command::cargo_bin("daon-wipe-reset")
@@ -199,6 +184,33 @@ fn stack_every_abort_path_changes_nothing() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("DRY RUN"), "{}", text(&o));
     unchanged("dry run");
+    // The README's plain dry run (no answers, no TTY): the plan, nothing asked, nothing changed.
+    let o = e
+        .cmd()
+        .args(["--new-chain-id", "daon-mainnet-1", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("PLAN: wipe chain daon-devnet-1")
+            && text(&o).contains("the confirmation was not asked"),
+        "{}",
+        text(&o)
+    );
+    unchanged("dry run without answers");
+    // With wrong answers a dry run still refuses.
+    let o = e
+        .cmd()
+        .args([
+            "--new-chain-id",
+            "daon-mainnet-1",
+            "--dry-run",
+            "--confirm",
+            "yes",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 
     std::fs::create_dir_all(e.p("secrets")).unwrap();
     std::fs::write(
@@ -299,7 +311,7 @@ fn stack_full_transition_to_mainnet_then_rollback_with_daon_restore() {
         original: original.clone(),
         done: false,
     };
-    psql("DROP TABLE IF EXISTS wipe_test; CREATE TABLE wipe_test (id int); INSERT INTO wipe_test SELECT generate_series(1, 42);");
+    kit::psql_lenient("DROP TABLE IF EXISTS wipe_test; CREATE TABLE wipe_test (id int); INSERT INTO wipe_test SELECT generate_series(1, 42);");
 
     let mon = kit::Monitoring::start(e.dir.path());
     let o = e
@@ -368,7 +380,7 @@ fn stack_full_transition_to_mainnet_then_rollback_with_daon_restore() {
         0o600
     );
     assert_eq!(
-        psql("SELECT to_regclass('wipe_test') IS NULL"),
+        kit::psql_lenient("SELECT to_regclass('wipe_test') IS NULL"),
         "t",
         "the old database survived the wipe"
     );
@@ -400,7 +412,7 @@ fn stack_full_transition_to_mainnet_then_rollback_with_daon_restore() {
         original,
         ".env not restored"
     );
-    assert_eq!(psql("SELECT count(*) FROM wipe_test"), "42");
-    psql("DROP TABLE wipe_test");
+    assert_eq!(kit::psql_lenient("SELECT count(*) FROM wipe_test"), "42");
+    kit::psql_lenient("DROP TABLE wipe_test");
     guard.done = true;
 }

@@ -744,3 +744,43 @@ mod tests {
         );
     }
 }
+
+/// `psql` as the stack's superuser in `daon-postgres` (`-X -At`, stop on the
+/// first error): the trimmed output. Panics, with psql's stderr, on failure.
+pub fn psql(sql: &str) -> String {
+    let o = psql_output(sql);
+    assert!(
+        o.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// [`psql`] without the success check: the whole output.
+pub fn psql_output(sql: &str) -> Output {
+    docker(&[
+        "exec",
+        "daon-postgres",
+        "psql",
+        "-X",
+        "-q",
+        "-U",
+        "daon",
+        "-d",
+        "daon",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-At",
+        "-c",
+        sql,
+    ])
+}
+
+/// [`psql`]'s trimmed output, whether or not it succeeded (for a database
+/// that may just have been wiped).
+pub fn psql_lenient(sql: &str) -> String {
+    String::from_utf8_lossy(&psql_output(sql).stdout)
+        .trim()
+        .to_string()
+}
