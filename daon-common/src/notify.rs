@@ -443,12 +443,30 @@ pub struct Report {
     /// Structured fields: in the webhook payload and, one per line, in the
     /// email body.
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Values the run printed that must not leave the machine (new secrets
+    /// shown with --show-secrets): replaced by `<redacted>` in the message
+    /// and the end ping.
+    secrets: Vec<String>,
 }
 
 impl Report {
     /// Sets one field.
     pub fn set(&mut self, key: &str, value: impl Into<serde_json::Value>) {
         self.fields.insert(key.to_string(), value.into());
+    }
+
+    /// Registers a secret value the run may print (see [`Report::scrub`]).
+    pub fn secret(&mut self, value: &str) {
+        if !value.is_empty() {
+            self.secrets.push(value.to_string());
+        }
+    }
+
+    /// `text` with every registered secret replaced by `<redacted>`.
+    pub fn scrub(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .fold(text.to_string(), |t, s| t.replace(s.as_str(), "<redacted>"))
     }
 }
 
@@ -532,15 +550,13 @@ pub fn monitored<T, E: std::fmt::Display>(
     } else {
         report.subject.clone()
     };
-    let text = compose_body(&out.tail(), error.as_deref(), code, &report);
+    let text = report.scrub(&compose_body(&out.tail(), error.as_deref(), code, &report));
     drop(out);
-    run.finish(
-        code,
-        notify,
-        &subject,
-        &text,
-        serde_json::Value::Object(report.fields),
-    );
+    let fields = serde_json::from_str(
+        &report.scrub(&serde_json::Value::Object(report.fields.clone()).to_string()),
+    )
+    .unwrap_or_default();
+    run.finish(code, notify, &report.scrub(&subject), &text, fields);
     result
 }
 
@@ -742,6 +758,10 @@ mod tests {
             "/backups/x\n\nerror: pg_dump failed; run X\n\nexit code 74 (I/O error)\n\nDetails:\n  set: 20261202T070000Z\n  size: 1234\n"
         );
         assert_eq!(compose_body("", None, 0, &Report::default()), "");
+        let mut r = Report::default();
+        r.secret("s3cr3t");
+        r.secret("");
+        assert_eq!(r.scrub("JWT_SECRET=s3cr3t x"), "JWT_SECRET=<redacted> x");
         assert_eq!(exit_meaning(130), "");
     }
 

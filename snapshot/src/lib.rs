@@ -998,10 +998,13 @@ fn status(s: &Settings, c: &Client, out: &mut impl Write) -> Result<ExitCode, Ru
 fn run_monitored(s: &Settings) -> Result<ExitCode, RunError> {
     let what = match &s.command {
         Some(Command::Create { .. }) => Some("create"),
-        Some(Command::Prune { .. }) => Some("prune"),
+        Some(Command::Prune { dry_run: false, .. }) => Some("prune"),
         Some(Command::EnableBackups) => Some("enable-backups"),
         _ => None,
     };
+    if s.print_config {
+        return run(s, &mut std::io::stdout().lock());
+    }
     let subject = format!("{} for {}", what.unwrap_or("run"), s.server);
     daon_common::notify::monitored(
         &s.config.notify,

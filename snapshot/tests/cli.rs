@@ -1236,10 +1236,16 @@ fn create_notifies_success_and_failure_and_pings_the_dead_man_switch() {
     with_monitoring(&mut c);
     let o = c.arg("create").output().unwrap();
     assert_eq!(code(&o), 1, "{}", stderr(&o));
-    // A read-only command pings but does not notify.
+    // A read-only command and a dry run ping but do not notify; --print-config does neither.
     let mut c = snap(&t);
     with_monitoring(&mut c);
     assert_eq!(code(&c.arg("list").output().unwrap()), 0);
+    let mut c = snap(&t);
+    with_monitoring(&mut c);
+    assert_eq!(code(&c.args(["prune", "--dry-run"]).output().unwrap()), 0);
+    let mut c = snap(&t);
+    with_monitoring(&mut c);
+    assert_eq!(code(&c.arg("--print-config").output().unwrap()), 0);
 
     let seen = rec.seen();
     let lines: Vec<&str> = seen
@@ -1255,6 +1261,8 @@ fn create_notifies_success_and_failure_and_pings_the_dead_man_switch() {
             "POST /ping/abc/start",
             "POST /ping/abc/1",
             "POST /hook/secret-hook-token",
+            "POST /ping/abc/start",
+            "POST /ping/abc/0",
             "POST /ping/abc/start",
             "POST /ping/abc/0",
         ],

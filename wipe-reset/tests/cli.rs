@@ -313,6 +313,7 @@ fn stack_full_transition_to_mainnet_then_rollback_with_daon_restore() {
     };
     kit::psql_lenient("DROP TABLE IF EXISTS wipe_test; CREATE TABLE wipe_test (id int); INSERT INTO wipe_test SELECT generate_series(1, 42);");
 
+    // --show-secrets: the operator sees the new values; no message or ping carries them.
     let mon = kit::Monitoring::start(e.dir.path());
     let o = e
         .cmd()
@@ -324,6 +325,7 @@ fn stack_full_transition_to_mainnet_then_rollback_with_daon_restore() {
             "WIPE-PRODUCTION",
             "--current-chain-id",
             "daon-devnet-1",
+            "--show-secrets",
         ])
         .output()
         .unwrap();
@@ -370,7 +372,14 @@ fn stack_full_transition_to_mainnet_then_rollback_with_daon_restore() {
         let (k, v) = line.split_once('=').unwrap();
         assert_eq!(v.len(), 64, "{k} is not 256 bits");
         assert!(env_now.contains(line), ".env lacks the new {k}");
-        assert!(!out.contains(v), "the value of {k} was printed");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains(v),
+            "--show-secrets did not print {k}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&o.stderr).contains(v),
+            "{k} on stderr"
+        );
         mon.assert_never_seen(v, k);
     }
     let key = e.p("secrets/daon-mainnet-1-priv_validator_key.json");
