@@ -44,7 +44,8 @@ pub fn split_image(image: &str) -> Result<(String, String), String> {
     }
 }
 
-fn who() -> String {
+/// `user@host` of this run, for locks, journals and history.
+pub(crate) fn who() -> String {
     let user = ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
@@ -107,6 +108,30 @@ pub struct Run<'a> {
     journal: Journal,
     stop: Arc<AtomicBool>,
     state_dir: PathBuf,
+    /// The `--host` this run is on ("" without `--host`): journal, history, output.
+    host: String,
+    /// One host of a multi-host run: that run holds the lock and the signal
+    /// handlers and prints the closing summary.
+    nested: bool,
+    run_id: String,
+    cause: String,
+}
+
+/// What one host's run came to (for the multi-host run).
+#[derive(Debug, Clone)]
+pub struct HostResult {
+    /// Its exit status.
+    pub code: u8,
+    /// `ok`, `rolled-back`, `failed`, `interrupted`, `dry-run`.
+    pub outcome: String,
+    /// Why it failed, if it did.
+    pub error: String,
+    /// The image it deployed.
+    pub image: String,
+    /// The image that puts it back as it was before the run.
+    pub rollback_image: String,
+    /// False when it already ran the image before the run (nothing to undo).
+    pub changed: bool,
 }
 
 impl<'a> Run<'a> {
@@ -128,7 +153,34 @@ impl<'a> Run<'a> {
             journal: Journal::default(),
             stop: Arc::new(AtomicBool::new(false)),
             state_dir: s.config.paths.state_dir.clone(),
+            host: String::new(),
+            nested: false,
+            run_id: String::new(),
+            cause: String::new(),
         })
+    }
+
+    /// One host's run inside a multi-host run: `s` already targets that host
+    /// (`hosts::settings_for`); `stop` is the multi-host run's signal flag.
+    pub fn for_host(
+        s: &'a Settings,
+        out: &'a mut dyn Write,
+        host: &str,
+        stop: Arc<AtomicBool>,
+        run_id: &str,
+    ) -> Result<Run<'a>, Failure> {
+        let mut r = Run::new(s, out)?;
+        r.stop = stop;
+        r.host = host.to_string();
+        r.nested = true;
+        r.run_id = run_id.to_string();
+        Ok(r)
+    }
+
+    /// Records why this run happens (a rollback another host's failure caused).
+    pub fn caused_by(mut self, cause: &str) -> Self {
+        self.cause = cause.to_string();
+        self
     }
 
     fn say(&mut self, kind: &str, text: String, fields: Value) {
@@ -136,10 +188,24 @@ impl<'a> Run<'a> {
             let mut f = fields;
             if let Value::Object(m) = &mut f {
                 m.insert("message".into(), Value::String(text));
+                if !self.host.is_empty() {
+                    m.insert("host".into(), Value::String(self.host.clone()));
+                }
             }
             let _ = json_line(&mut self.out, kind, f);
-        } else {
+        } else if self.host.is_empty() {
             eprintln!("daon-rolling-deploy: {text}");
+        } else {
+            eprintln!("daon-rolling-deploy: [{}] {text}", self.host);
+        }
+    }
+
+    /// `[host] ` before a line of output in a multi-host run.
+    fn prefix(&self) -> String {
+        if self.host.is_empty() {
+            String::new()
+        } else {
+            format!("[{}] ", self.host)
         }
     }
 
@@ -212,6 +278,7 @@ impl<'a> Run<'a> {
             .env("DAON_DEPLOY_PREVIOUS", &j.previous)
             .env("DAON_DEPLOY_SERVICE", &self.s.service)
             .env("DAON_DEPLOY_OUTCOME", outcome)
+            .env("DAON_DEPLOY_HOST", &self.host)
             .timeout(Duration::from_secs(600))
             .run()
             .map(|_| ())
@@ -533,21 +600,38 @@ impl<'a> Run<'a> {
     }
 
     /// Runs a deploy (`kind` "deploy", `target` REPO:TAG) or a rollback
-    /// (`target` a tag, or none for the recorded rollback point).
+    /// (`target` a tag, or none for the recorded rollback point); with
+    /// `--host`, on every host in order (see `hosts`).
     pub fn execute(
-        mut self,
+        self,
         kind: &str,
         target: Option<String>,
         build: Option<PathBuf>,
         report: &mut Report,
     ) -> Result<u8, Failure> {
+        if self.s.hosts.is_empty() {
+            return self
+                .execute_host(kind, target, build, report)
+                .map(|r| r.code);
+        }
+        crate::hosts::execute(self.s, self.out, kind, target, build, report)
+    }
+
+    /// The procedure on this run's one Docker host.
+    pub fn execute_host(
+        mut self,
+        kind: &str,
+        target: Option<String>,
+        build: Option<PathBuf>,
+        report: &mut Report,
+    ) -> Result<HostResult, Failure> {
         let s = self.s;
         let started = now();
         let t0 = Instant::now();
         self.docker.ping()?;
         let containers = s.containers.clone();
         let inspected = self.docker.inspect(&containers)?;
-        let leftover = Journal::load(&self.state_dir);
+        let leftover = Journal::load(&self.state_dir, &self.host);
         // After a killed run an instance may be missing: the run recreates it.
         if !inspected.missing.is_empty() && leftover.is_none() {
             return Err(Failure::new(
@@ -572,7 +656,7 @@ impl<'a> Run<'a> {
             ("deploy", Some(i)) => i,
             (_, Some(v)) if v.contains(':') => v,
             (_, Some(v)) => format!("{repo}:{v}"),
-            (_, None) => rollback_point(&self.state_dir, &running, leftover.as_ref())
+            (_, None) => rollback_point(&self.state_dir, &self.host, &running, leftover.as_ref())
                 .or_else(|| {
                     self.image_id(&format!("{repo}:previous"))
                         .ok()
@@ -596,14 +680,33 @@ impl<'a> Run<'a> {
                     format!("image {image} does not exist here: the run would stop (build it with --build PATH, pull or load it)"),
                     json!({"image": image}),
                 );
-                return Ok(ExitCode::Negative.code());
+                return Ok(HostResult {
+                    code: ExitCode::Negative.code(),
+                    outcome: "dry-run".into(),
+                    error: format!("image {image} does not exist"),
+                    image,
+                    rollback_image: String::new(),
+                    changed: false,
+                });
             }
-            return Ok(code);
+            return Ok(HostResult {
+                code,
+                outcome: "dry-run".into(),
+                error: String::new(),
+                image,
+                rollback_image: String::new(),
+                changed: false,
+            });
         }
 
+        // A multi-host run holds the lock for all its hosts.
         let what = format!("daon-rolling-deploy {kind} {image} by {}", who());
         let lock_path = s.config.paths.lock_dir.join("rolling-deploy.lock");
-        let _lock = lock::acquire(&lock_path, s.lock_wait, &what)?;
+        let _lock = if self.nested {
+            None
+        } else {
+            Some(lock::acquire(&lock_path, s.lock_wait, &what)?)
+        };
 
         // What an earlier run left behind.
         if let Some(j) = &leftover {
@@ -633,6 +736,7 @@ impl<'a> Run<'a> {
                         end: now(),
                         outcome: "killed".into(),
                         error: format!("found by the next run; last step: {}", j.phase),
+                        host: self.host.clone(),
                         ..HistoryEntry::default()
                     },
                 );
@@ -702,6 +806,7 @@ impl<'a> Run<'a> {
             drained: None,
             caddy_config: self.base_cfg.clone(),
             interrupted: false,
+            host: self.host.clone(),
         };
         self.save_journal();
         self.say(
@@ -715,15 +820,17 @@ impl<'a> Run<'a> {
         );
         if let Some(h) = &s.pre_deploy {
             if let Err(e) = self.hook(h, "") {
-                Journal::remove(&self.state_dir)?;
+                Journal::remove(&self.state_dir, &self.host)?;
                 return Err(Failure::new(
                     ExitCode::Negative,
                     format!("pre-deploy hook failed, nothing changed: {e}"),
                 ));
             }
         }
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            let _ = signal_hook::flag::register(sig, self.stop.clone());
+        if !self.nested {
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                let _ = signal_hook::flag::register(sig, self.stop.clone());
+            }
         }
 
         let mut records = Vec::new();
@@ -861,6 +968,9 @@ impl<'a> Run<'a> {
             error: error.clone(),
             instances: records,
             rolled_back: rolled,
+            host: self.host.clone(),
+            run_id: self.run_id.clone(),
+            cause: self.cause.clone(),
         };
         report.subject = format!(
             "{kind} of {image}: {outcome} in {} (previous {previous})",
@@ -879,7 +989,7 @@ impl<'a> Run<'a> {
             self.journal.phase = "interrupted".into();
             self.save_journal();
         } else {
-            Journal::remove(&self.state_dir)?;
+            Journal::remove(&self.state_dir, &self.host)?;
         }
         if let Some(h) = &s.post_deploy {
             if let Err(e) = self.hook(h, outcome) {
@@ -901,7 +1011,8 @@ impl<'a> Run<'a> {
             );
         }
         let summary = format!(
-            "{kind} of {image}: {outcome} in {}{}",
+            "{}{kind} of {image}: {outcome} in {}{}",
+            self.prefix(),
             secs(t0.elapsed()),
             if error.is_empty() {
                 String::new()
@@ -910,11 +1021,19 @@ impl<'a> Run<'a> {
             }
         );
         if s.json {
+            // One host of a multi-host run: a `host_result` record; that run closes
+            // with the `summary`.
             let _ = json_line(
                 &mut self.out,
-                "summary",
+                if self.nested {
+                    "host_result"
+                } else {
+                    "summary"
+                },
                 serde_json::to_value(&entry).unwrap_or_default(),
             );
+        } else if self.nested {
+            eprintln!("daon-rolling-deploy: {summary}");
         } else {
             let _ = writeln!(self.out, "{summary}");
         }
@@ -926,11 +1045,18 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        Ok(match outcome {
-            "ok" => 0,
-            "interrupted" => EXIT_INTERRUPTED,
-            "rolled-back" => ExitCode::Negative.code(),
-            _ => ExitCode::Internal.code(),
+        Ok(HostResult {
+            code: match outcome {
+                "ok" => 0,
+                "interrupted" => EXIT_INTERRUPTED,
+                "rolled-back" => ExitCode::Negative.code(),
+                _ => ExitCode::Internal.code(),
+            },
+            outcome: outcome.to_string(),
+            error,
+            image,
+            rollback_image,
+            changed: !previous_id.is_empty() && previous_id != target_id,
         })
     }
 
@@ -956,16 +1082,18 @@ impl<'a> Run<'a> {
             );
         }
         let io = |e: std::io::Error| Failure::from(Error::io("writing", "standard output", e));
+        let host = self.host.clone();
+        let pre = self.prefix();
         if let Some(b) = build {
             if self.s.json {
                 json_line(
                     &mut self.out,
                     "plan",
-                    json!({"step": "build", "image": image, "context": b}),
+                    json!({"step": "build", "image": image, "context": b, "host": host}),
                 )
                 .map_err(io)?;
             } else {
-                writeln!(self.out, "build {image} from {}", b.display()).map_err(io)?;
+                writeln!(self.out, "{pre}build {image} from {}", b.display()).map_err(io)?;
             }
         }
         for st in statuses {
@@ -981,13 +1109,13 @@ impl<'a> Run<'a> {
             if self.s.json {
                 json_line(&mut self.out,
                     "plan",
-                    json!({"kind": kind, "container": st.name, "from": st.image, "to": image, "health": st.health.as_str(), "steps": steps}),
+                    json!({"kind": kind, "container": st.name, "from": st.image, "to": image, "health": st.health.as_str(), "steps": steps, "host": host}),
                 )
                 .map_err(io)?;
             } else {
                 writeln!(
                     self.out,
-                    "{}: {} ({}) -> {image}: {steps}",
+                    "{pre}{}: {} ({}) -> {image}: {steps}",
                     st.name,
                     st.image,
                     st.health.as_str()
@@ -998,15 +1126,17 @@ impl<'a> Run<'a> {
         if self.s.json {
             json_line(
                 &mut self.out,
-                "summary",
-                json!({"dry_run": true, "kind": kind, "image": image, "instances": statuses.len()}),
+                if self.nested { "host_result" } else { "summary" },
+                json!({"dry_run": true, "kind": kind, "image": image, "instances": statuses.len(), "host": host}),
             )
             .map_err(io)?;
         } else {
             writeln!(
                 self.out,
-                "then: check {} and the chain status; on any failure roll back every replaced instance (dry run: nothing changed)",
-                d.health_url
+                "{pre}then: check {} and the chain status ({}); on any failure roll back every replaced instance{}",
+                d.health_url,
+                self.s.config.chain.rpc_url,
+                if self.nested { "" } else { " (dry run: nothing changed)" }
             )
             .map_err(io)?;
         }
@@ -1023,7 +1153,8 @@ impl<'a> Run<'a> {
             return;
         };
         let mut seen: Vec<String> = Vec::new();
-        for e in h.iter().rev() {
+        // Images this tool deployed on this host (each host has its own store).
+        for e in h.iter().rev().filter(|e| e.host == self.host) {
             if !e.image.is_empty() && !seen.contains(&e.image) {
                 seen.push(e.image.clone());
             }
@@ -1069,6 +1200,7 @@ fn missing_status(c: &str) -> ContainerStatus {
 /// The image the running one replaced, from the history (or the unfinished run).
 fn rollback_point(
     state_dir: &std::path::Path,
+    host: &str,
     running: &str,
     leftover: Option<&Journal>,
 ) -> Option<String> {
@@ -1081,7 +1213,9 @@ fn rollback_point(
         .ok()?
         .into_iter()
         .rev()
-        .find(|e| e.image == running && e.outcome == "ok" && !e.previous.is_empty())
+        .find(|e| {
+            e.host == host && e.image == running && e.outcome == "ok" && !e.previous.is_empty()
+        })
         .map(|e| e.previous)
 }
 
@@ -1089,6 +1223,11 @@ fn rollback_point(
 pub fn history(s: &Settings, limit: Option<usize>, out: &mut dyn Write) -> Result<u8, Failure> {
     let io = |e: std::io::Error| Failure::from(Error::io("writing", "standard output", e));
     let mut h = state::read_history(&s.config.paths.state_dir)?;
+    // `--host`: only those hosts' runs.
+    if !s.hosts.is_empty() {
+        h.retain(|e| s.hosts.iter().any(|x| x.name == e.host));
+    }
+    let with_host = h.iter().any(|e| !e.host.is_empty());
     if let Some(n) = limit {
         let skip = h.len().saturating_sub(n);
         h.drain(..skip);
@@ -1105,10 +1244,24 @@ pub fn history(s: &Settings, limit: Option<usize>, out: &mut dyn Write) -> Resul
         json_line(&mut &mut *out, "summary", json!({"runs": h.len()})).map_err(io)?;
         return Ok(0);
     }
+    let host_col = |h: &str| {
+        if with_host {
+            format!("{:<12} ", if h.is_empty() { "-" } else { h })
+        } else {
+            String::new()
+        }
+    };
     writeln!(
         out,
-        "{:<24} {:<8} {:<20} {:<20} {:<11} {:>8}  {:<20} INSTANCES",
-        "START", "KIND", "IMAGE", "PREVIOUS", "OUTCOME", "SECONDS", "WHO"
+        "{:<24} {}{:<8} {:<20} {:<20} {:<11} {:>8}  {:<20} INSTANCES",
+        "START",
+        host_col("HOST"),
+        "KIND",
+        "IMAGE",
+        "PREVIOUS",
+        "OUTCOME",
+        "SECONDS",
+        "WHO"
     )
     .map_err(io)?;
     for e in &h {
@@ -1127,8 +1280,9 @@ pub fn history(s: &Settings, limit: Option<usize>, out: &mut dyn Write) -> Resul
             .collect();
         writeln!(
             out,
-            "{:<24} {:<8} {:<20} {:<20} {:<11} {:>8.1}  {:<20} {}",
+            "{:<24} {}{:<8} {:<20} {:<20} {:<11} {:>8.1}  {:<20} {}",
             e.start.get(..23).unwrap_or(&e.start),
+            host_col(&e.host),
             e.kind,
             e.image,
             e.previous,
@@ -1141,12 +1295,60 @@ pub fn history(s: &Settings, limit: Option<usize>, out: &mut dyn Write) -> Resul
         if !e.error.is_empty() {
             writeln!(out, "    error: {}", e.error).map_err(io)?;
         }
+        if !e.cause.is_empty() {
+            writeln!(out, "    because {}", e.cause).map_err(io)?;
+        }
     }
     Ok(0)
 }
 
-/// `status`: instances, lock holder, unfinished run, last run.
+/// `status`: instances, lock holder, unfinished run, last run; with
+/// `--host`, a section per host (JSON: records carry `host`, one `host_result`
+/// per host, then the `summary`).
 pub fn status(s: &Settings, out: &mut dyn Write) -> Result<u8, Failure> {
+    if s.hosts.is_empty() {
+        return status_host(s, "", out).map(|ok| if ok { 0 } else { 1 });
+    }
+    let io = |e: std::io::Error| Failure::from(Error::io("writing", "standard output", e));
+    let mut all = true;
+    let mut per = Vec::new();
+    for h in &s.hosts {
+        let hs = crate::hosts::settings_for(s, h);
+        if !s.json {
+            writeln!(out, "== host {} ==", h.name).map_err(io)?;
+        }
+        let ok = match status_host(&hs, &h.name, out) {
+            Ok(ok) => ok,
+            Err(f) => {
+                if s.json {
+                    json_line(
+                        &mut &mut *out,
+                        "error",
+                        json!({"host": h.name, "message": f.message}),
+                    )
+                    .map_err(io)?;
+                } else {
+                    writeln!(out, "unreachable: {}", f.message).map_err(io)?;
+                }
+                false
+            }
+        };
+        per.push(json!({"host": h.name, "all_healthy": ok}));
+        all &= ok;
+    }
+    if s.json {
+        json_line(
+            &mut &mut *out,
+            "summary",
+            json!({"all_healthy": all, "hosts": per}),
+        )
+        .map_err(io)?;
+    }
+    Ok(if all { 0 } else { 1 })
+}
+
+/// One host's part of `status`; true when every instance is healthy.
+fn status_host(s: &Settings, host: &str, out: &mut dyn Write) -> Result<bool, Failure> {
     let io = |e: std::io::Error| Failure::from(Error::io("writing", "standard output", e));
     let docker = Docker::new(&s.config);
     let r = docker.inspect(&s.containers)?;
@@ -1156,20 +1358,22 @@ pub fn status(s: &Settings, out: &mut dyn Write) -> Result<u8, Failure> {
         Err(Error::LockHeld { holder, .. }) => Some(holder),
         Err(_) => None,
     };
-    let journal = Journal::load(&s.config.paths.state_dir);
-    let last = state::read_history(&s.config.paths.state_dir)?.pop();
+    let journal = Journal::load(&s.config.paths.state_dir, host);
+    let last = state::read_history(&s.config.paths.state_dir)?
+        .into_iter()
+        .rfind(|e| e.host == host);
     let all_healthy = r.missing.is_empty() && r.found.iter().all(|c| c.health == Health::Healthy);
     if s.json {
         for c in &r.found {
             json_line(&mut &mut *out,
                 "instance",
-                json!({"container": c.name, "image": c.image, "state": c.state, "health": c.health.as_str()}),
+                json!({"container": c.name, "image": c.image, "state": c.state, "health": c.health.as_str(), "host": host}),
             )
             .map_err(io)?;
         }
         json_line(&mut &mut *out,
-            "summary",
-            json!({"all_healthy": all_healthy, "missing": r.missing, "lock_holder": holder, "unfinished": journal, "last": last}),
+            if host.is_empty() { "summary" } else { "host_result" },
+            json!({"all_healthy": all_healthy, "missing": r.missing, "lock_holder": holder, "unfinished": journal, "last": last, "host": host}),
         )
         .map_err(io)?;
     } else {
@@ -1205,7 +1409,7 @@ pub fn status(s: &Settings, out: &mut dyn Write) -> Result<u8, Failure> {
             .map_err(io)?;
         }
     }
-    Ok(if all_healthy { 0 } else { 1 })
+    Ok(all_healthy)
 }
 
 #[cfg(test)]

@@ -282,7 +282,8 @@ impl Settings {
         if let Some(s) = cli.service {
             config.deploy.service = s;
         }
-        let hosts = hosts::resolve(&cli.hosts, &config).map_err(|m| Failure::new(ExitCode::Usage, m))?;
+        let hosts =
+            hosts::resolve(&cli.hosts, &config).map_err(|m| Failure::new(ExitCode::Usage, m))?;
         let service = config.deploy.service.clone();
         let containers = config
             .services

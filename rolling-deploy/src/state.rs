@@ -1,7 +1,8 @@
 //! What a deploy leaves on disk: a journal while it runs (so the next run can
 //! tell what a killed one left behind: which instances it had replaced, which
 //! one was drained, the Caddy config to put back) and one JSON Lines record
-//! per finished run in the history file.
+//! per finished run in the history file. With several hosts (`--host`) each
+//! host has its own journal file and every history record names its host.
 
 use daon_common::{atomic, Error};
 use serde::{Deserialize, Serialize};
@@ -59,32 +60,64 @@ pub struct Journal {
     pub caddy_config: Option<Value>,
     /// Set when the run stopped on SIGINT/SIGTERM after making every instance serve.
     pub interrupted: bool,
+    /// The `--host` this run is on; empty: the one Docker host of a run without `--host`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+}
+
+/// A file-name-safe, collision-free form of a host key: the safe characters
+/// (at most 40) and a hash of the whole key.
+pub fn host_slug(host: &str) -> String {
+    // FNV-1a, 64 bits: stable across builds and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in host.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let safe: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{safe}-{:08x}", h as u32)
 }
 
 impl Journal {
-    /// Path of the journal in `state_dir`.
-    pub fn path(state_dir: &Path) -> PathBuf {
-        state_dir.join("rolling-deploy.journal.json")
+    /// Path of the journal in `state_dir` for `host` ("" without `--host`).
+    pub fn path(state_dir: &Path, host: &str) -> PathBuf {
+        if host.is_empty() {
+            state_dir.join("rolling-deploy.journal.json")
+        } else {
+            state_dir.join(format!("rolling-deploy.journal.{}.json", host_slug(host)))
+        }
     }
 
-    /// Reads a journal left by an earlier run, if any.
-    pub fn load(state_dir: &Path) -> Option<Journal> {
-        let text = std::fs::read_to_string(Self::path(state_dir)).ok()?;
-        serde_json::from_str(&text).ok()
+    /// Reads a journal an earlier run on `host` left, if any.
+    pub fn load(state_dir: &Path, host: &str) -> Option<Journal> {
+        let text = std::fs::read_to_string(Self::path(state_dir, host)).ok()?;
+        serde_json::from_str::<Journal>(&text)
+            .ok()
+            .filter(|j| j.host == host)
     }
 
-    /// Writes it atomically.
+    /// Writes it atomically (to the file of its host).
     pub fn save(&self, state_dir: &Path) -> Result<(), Error> {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| Error::io("creating state directory", state_dir, e))?;
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::Internal(format!("journal to JSON: {e}")))?;
-        atomic::write(&Self::path(state_dir), &bytes, 0o600)
+        atomic::write(&Self::path(state_dir, &self.host), &bytes, 0o600)
     }
 
-    /// Removes it (the run finished, whatever the outcome).
-    pub fn remove(state_dir: &Path) -> Result<(), Error> {
-        let p = Self::path(state_dir);
+    /// Removes the journal of `host` (the run finished, whatever the outcome).
+    pub fn remove(state_dir: &Path, host: &str) -> Result<(), Error> {
+        let p = Self::path(state_dir, host);
         match std::fs::remove_file(&p) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -100,9 +133,14 @@ impl Journal {
             "did not finish (killed or crashed)"
         };
         format!(
-            "the previous {} of {} (pid {}, by {}, started {}) {how}; last step: {}; instances already on {}: {}; drained: {}",
+            "the previous {} of {}{} (pid {}, by {}, started {}) {how}; last step: {}; instances already on {}: {}; drained: {}",
             self.kind,
             self.image,
+            if self.host.is_empty() {
+                String::new()
+            } else {
+                format!(" on host {}", self.host)
+            },
             self.pid,
             self.who,
             self.started,
@@ -147,6 +185,16 @@ pub struct HistoryEntry {
     /// Instances moved back to the rollback point.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rolled_back: Vec<InstanceRecord>,
+    /// The `--host` it ran on; empty: a run without `--host`.
+    #[serde(default)]
+    pub host: String,
+    /// Shared by the per-host records of one multi-host run.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_id: String,
+    /// Why this run happened, when another did not ask for it (a rollback
+    /// because a later host of the same multi-host run failed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cause: String,
 }
 
 /// Path of the history file.
@@ -192,7 +240,7 @@ mod tests {
     #[test]
     fn journal_round_trips_and_history_appends() {
         let d = tempfile::tempdir().unwrap();
-        assert!(Journal::load(d.path()).is_none());
+        assert!(Journal::load(d.path(), "").is_none());
         let j = Journal {
             kind: "deploy".into(),
             image: "daon-api:v2".into(),
@@ -201,11 +249,11 @@ mod tests {
             ..Journal::default()
         };
         j.save(d.path()).unwrap();
-        let back = Journal::load(d.path()).unwrap();
+        let back = Journal::load(d.path(), "").unwrap();
         assert_eq!(back.updated, vec!["daon-api-1"]);
         assert!(back.describe().contains("drained: daon-api-2"));
-        Journal::remove(d.path()).unwrap();
-        assert!(Journal::load(d.path()).is_none());
+        Journal::remove(d.path(), "").unwrap();
+        assert!(Journal::load(d.path(), "").is_none());
         for v in ["v1", "v2"] {
             append_history(
                 d.path(),
@@ -219,5 +267,39 @@ mod tests {
         let h = read_history(d.path()).unwrap();
         assert_eq!(h.len(), 2);
         assert_eq!(h[1].version, "v2");
+        assert_eq!(h[1].host, "", "records without a host read back as such");
+    }
+
+    #[test]
+    fn each_host_has_its_own_journal() {
+        let d = tempfile::tempdir().unwrap();
+        for (host, image) in [("", "a:1"), ("dc2", "a:2"), ("ssh://deploy@dc3", "a:3")] {
+            Journal {
+                image: image.into(),
+                host: host.into(),
+                ..Journal::default()
+            }
+            .save(d.path())
+            .unwrap();
+        }
+        assert!(Journal::path(d.path(), "").ends_with("rolling-deploy.journal.json"));
+        assert_ne!(
+            Journal::path(d.path(), "dc2"),
+            Journal::path(d.path(), "dc_2")
+        );
+        assert_ne!(host_slug("a/b"), host_slug("a:b"));
+        assert!(!host_slug("ssh://deploy@dc3").contains('/'));
+        assert_eq!(Journal::load(d.path(), "").unwrap().image, "a:1");
+        assert_eq!(Journal::load(d.path(), "dc2").unwrap().image, "a:2");
+        let j = Journal::load(d.path(), "ssh://deploy@dc3").unwrap();
+        assert!(
+            j.describe().contains("on host ssh://deploy@dc3"),
+            "{}",
+            j.describe()
+        );
+        assert!(Journal::load(d.path(), "dc4").is_none());
+        Journal::remove(d.path(), "dc2").unwrap();
+        assert!(Journal::load(d.path(), "dc2").is_none());
+        assert!(Journal::load(d.path(), "").is_some());
     }
 }

@@ -2,6 +2,8 @@
 //! front of daon-api-1..3): a load generator sends requests through Caddy
 //! from 24 threads during each deploy, and every request is counted. Also the
 //! runbook's own `deploy-app.sh` loop under the same load, for comparison.
+//! Multi-host deploys run against the main stack and a real second Docker host
+//! (`scripts/stack host2`: its own dockerd, image store, Caddy and instances).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -69,7 +71,9 @@ struct Counts {
 }
 
 impl Load {
-    fn start() -> Load {
+    /// Clients spread over several load balancers (one per host).
+    fn start_on(lbs: &[&str]) -> Load {
+        let lbs: Vec<String> = lbs.iter().map(|s| s.to_string()).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -77,6 +81,7 @@ impl Load {
         let errors = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..CLIENTS)
             .map(|i| {
+                let lb = lbs[i % lbs.len()].clone();
                 let (stop, ok, failed, retried, errors) = (
                     stop.clone(),
                     ok.clone(),
@@ -99,7 +104,7 @@ impl Load {
                             "/slow?ms=60".to_string()
                         };
                         n += 1;
-                        let url = format!("{LB}{path}");
+                        let url = format!("{lb}{path}");
                         let mut answer = http::get(&agent, &url);
                         // RFC 9112 §9.3.1 (7230 §6.3.1): a GET whose kept-alive
                         // connection the server closed before answering may be
@@ -170,7 +175,12 @@ fn closed_before_answer(e: &daon_common::Error) -> bool {
 
 /// Runs `f` under load (1 s of traffic before and after) and reports the counts.
 fn under_load<T>(label: &str, f: impl FnOnce() -> T) -> (T, Counts) {
-    let load = Load::start();
+    under_load_on(&[LB], label, f)
+}
+
+/// [`under_load`] through several load balancers at once.
+fn under_load_on<T>(lbs: &[&str], label: &str, f: impl FnOnce() -> T) -> (T, Counts) {
+    let load = Load::start_on(lbs);
     std::thread::sleep(Duration::from_secs(1));
     let t = Instant::now();
     let r = f();
@@ -178,8 +188,9 @@ fn under_load<T>(label: &str, f: impl FnOnce() -> T) -> (T, Counts) {
     std::thread::sleep(Duration::from_secs(1));
     let c = load.finish();
     report(&format!(
-        "LOAD {label}: {} requests through Caddy from {CLIENTS} clients, {} failed, {} resent once after Caddy closed an idle keep-alive connection ({:.1}s){}",
+        "LOAD {label}: {} requests through {} Caddy from {CLIENTS} clients, {} failed, {} resent once after Caddy closed an idle keep-alive connection ({:.1}s){}",
         c.ok + c.failed,
+        lbs.len(),
         c.failed,
         c.retried,
         took.as_secs_f64(),
@@ -867,4 +878,315 @@ fn killed_run_is_reported_and_recovered_by_the_next_one() {
     assert_eq!(h.len(), 2, "{h:?}");
     assert_eq!(h[0]["outcome"], "killed");
     assert_eq!(h[1]["outcome"], "ok");
+}
+
+// ---------------------------------------------------------------- two hosts
+
+/// `/version` of every instance on the second host.
+fn h2_versions(h2: &kit::Host2) -> Vec<String> {
+    APIS.iter()
+        .map(|c| {
+            let o = h2.docker(&[
+                "exec",
+                c,
+                "/daon-fixture",
+                "http",
+                "GET",
+                "http://127.0.0.1:3000/version",
+            ]);
+            let v: Value = serde_json::from_slice(&o.stdout)
+                .unwrap_or_else(|e| panic!("host2 {c} /version: {e}: {}", text(&o)));
+            v["version"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+fn assert_h2_all_on(h2: &kit::Host2, version: &str) {
+    let v = h2_versions(h2);
+    assert!(
+        v.iter().all(|x| x == version),
+        "host2 instances answer {v:?}, want all {version}"
+    );
+    for c in APIS {
+        assert_eq!(h2.health(c), "healthy", "host2 {c}");
+    }
+}
+
+fn h2_container_ids(h2: &kit::Host2) -> Vec<String> {
+    APIS.iter()
+        .map(|c| {
+            let o = h2.docker(&["inspect", "-f", "{{.Id}}", c]);
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        })
+        .collect()
+}
+
+fn history_host(config: &Path, dirs: &Path, host: &str) -> Vec<Value> {
+    let o = rd(config, dirs)
+        .args(["history", "--json", "--host", host])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["type"] == "run")
+        .collect()
+}
+
+fn no_journal_left(dirs: &Path) {
+    let left: Vec<String> = std::fs::read_dir(dirs.join("state"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("journal"))
+        .collect();
+    assert!(left.is_empty(), "journals left: {left:?}");
+}
+
+#[test]
+fn host_flag_is_documented_and_checked() {
+    let o = Command::new(bin()).arg("--help").output().unwrap();
+    let s = String::from_utf8_lossy(&o.stdout);
+    for want in ["--host <HOST>", "canary", "deploy.hosts", "ssh://"] {
+        assert!(s.contains(want), "--help lacks {want:?}:\n{s}");
+    }
+    let dirs = tempfile::tempdir().unwrap();
+    let cfg = kit::repo_root().join("tests/stack/daon.toml");
+    for args in [
+        &["--image", "daon-api:x", "--host", "dc2", "--host", "dc2"][..],
+        &["--image", "daon-api:x", "--host", "ftp://nowhere"][..],
+        &["rollback", "--host", "no such host"][..],
+    ] {
+        let o = rd(&cfg, dirs.path()).args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+    }
+}
+
+/// (1) Two hosts, a good version, under load through both Caddys: every
+/// instance on both ends on it, no request fails, history has both hosts.
+#[test]
+fn two_hosts_good_version_everywhere_without_a_failed_request() {
+    let Some(stack) = kit::stack("two_hosts_good") else {
+        return;
+    };
+    let Some(h2) = kit::host2("two_hosts_good") else {
+        return;
+    };
+    let _m = kit::mutate();
+    let _r = h2.restore_on_drop();
+    api_image("rd-mh-good", "healthy");
+    h2.api_image("rd-mh-good", "healthy").unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    // `default` is a Docker context (the default URLs); dc2 a [deploy.hosts] name.
+    let hosts = ["--host", "default", "--host", "dc2"];
+
+    let o = rd(&stack.config, dirs.path())
+        .args(["--image", "daon-api:rd-mh-good", "--dry-run", "--json"])
+        .args(hosts)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let plan: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let plans: Vec<&Value> = plan.iter().filter(|v| v["type"] == "plan").collect();
+    assert_eq!(plans.len(), 6, "{plan:?}");
+    assert!(
+        plans[..3].iter().all(|p| p["host"] == "default"),
+        "{plan:?}"
+    );
+    assert!(plans[3..].iter().all(|p| p["host"] == "dc2"), "{plan:?}");
+    assert!(
+        plans[3]["steps"]
+            .as_str()
+            .unwrap()
+            .contains("http://10.240.2.2:12019"),
+        "dc2 drains through its own Caddy: {plan:?}"
+    );
+    assert_eq!(plan.last().unwrap()["type"], "summary");
+    assert_all_on("local");
+    assert_h2_all_on(&h2, "local");
+
+    let (o, load) = under_load_on(
+        &[LB, &h2.lb_url],
+        "deploy of a good version to two hosts",
+        || {
+            rd(&stack.config, dirs.path())
+                .args([
+                    "--image",
+                    "daon-api:rd-mh-good",
+                    "--monitor",
+                    "2s",
+                    "--json",
+                ])
+                .args(hosts)
+                .output()
+                .unwrap()
+        },
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(load.failed, 0, "failed requests: {:?}", load.errors);
+    assert!(load.ok > 100, "the load generator barely ran: {}", load.ok);
+    assert_all_on("rd-mh-good");
+    assert_h2_all_on(&h2, "rd-mh-good");
+
+    let events: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = events.last().unwrap();
+    assert_eq!(summary["type"], "summary", "{events:?}");
+    assert_eq!(summary["outcome"], "ok", "{summary}");
+    assert_eq!(summary["hosts"].as_array().unwrap().len(), 2, "{summary}");
+    for e in &events[..events.len() - 1] {
+        assert!(
+            e["host"] == "default" || e["host"] == "dc2",
+            "every event names its host: {e}"
+        );
+    }
+    // The canary went first, all the way, before dc2 began.
+    let first_dc2 = events.iter().position(|e| e["host"] == "dc2").unwrap();
+    let last_default = events.iter().rposition(|e| e["host"] == "default").unwrap();
+    assert!(last_default < first_dc2, "{events:?}");
+
+    let h = history(&stack.config, dirs.path());
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(h[0]["host"], "default");
+    assert_eq!(h[1]["host"], "dc2");
+    for e in &h {
+        assert_eq!(e["outcome"], "ok", "{e}");
+        assert_eq!(e["image"], "daon-api:rd-mh-good");
+        assert_eq!(e["previous"], "daon-api:local");
+        assert_eq!(e["instances"].as_array().unwrap().len(), 3);
+    }
+    assert_eq!(h[0]["run_id"], h[1]["run_id"]);
+    assert_eq!(history_host(&stack.config, dirs.path(), "dc2").len(), 1);
+    no_journal_left(dirs.path());
+    let st = rd(&stack.config, dirs.path())
+        .args(["status"])
+        .args(hosts)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", text(&st));
+    assert!(
+        String::from_utf8_lossy(&st.stdout).contains("== host dc2 =="),
+        "{}",
+        text(&st)
+    );
+}
+
+/// (2) The canary (first host) never becomes healthy: it is rolled back, the
+/// second host is never touched, exit 1 naming the host.
+#[test]
+fn canary_failure_leaves_the_second_host_untouched() {
+    let Some(stack) = kit::stack("canary_failure") else {
+        return;
+    };
+    let Some(h2) = kit::host2("canary_failure") else {
+        return;
+    };
+    let _m = kit::mutate();
+    let _r = h2.restore_on_drop();
+    api_image("rd-mh-bad", "never-healthy");
+    // On dc2 the same tag would even be healthy: it must not matter.
+    h2.api_image("rd-mh-bad", "healthy").unwrap();
+    let before = h2_container_ids(&h2);
+    let dirs = tempfile::tempdir().unwrap();
+    let o = rd(&stack.config, dirs.path())
+        .args(["--image", "daon-api:rd-mh-bad", "--monitor", "1s"])
+        .args(["--host", "main", "--host", "dc2"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("FAILED on host main"), "{}", text(&o));
+    assert!(out.contains("not touched: dc2"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("host main failed"),
+        "{}",
+        text(&o)
+    );
+    assert_all_on("local");
+    assert_h2_all_on(&h2, "local");
+    assert_eq!(
+        h2_container_ids(&h2),
+        before,
+        "dc2's containers were touched"
+    );
+    let h = history(&stack.config, dirs.path());
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0]["host"], "main");
+    assert_eq!(h[0]["outcome"], "rolled-back");
+    no_journal_left(dirs.path());
+}
+
+/// (3) Healthy on the first host, never healthy on the second (each daemon
+/// has its own image under the same tag): dc2 rolls its instance back AND
+/// the first host is rolled back; everything ends on the old version, and
+/// no request fails through either Caddy.
+#[test]
+fn second_host_failure_rolls_back_the_first_host_too() {
+    let Some(stack) = kit::stack("second_host_failure") else {
+        return;
+    };
+    let Some(h2) = kit::host2("second_host_failure") else {
+        return;
+    };
+    let _m = kit::mutate();
+    let _r = h2.restore_on_drop();
+    api_image("rd-mh-split", "healthy");
+    h2.api_image("rd-mh-split", "never-healthy").unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let (o, load) = under_load_on(
+        &[LB, &h2.lb_url],
+        "two-host deploy failing on the second host",
+        || {
+            rd(&stack.config, dirs.path())
+                .args(["--image", "daon-api:rd-mh-split", "--monitor", "1s"])
+                .args(["--host", "main", "--host", "dc2"])
+                .output()
+                .unwrap()
+        },
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(load.failed, 0, "failed requests: {:?}", load.errors);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("FAILED on host dc2"), "{}", text(&o));
+    assert!(out.contains("rolled back hosts: main"), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("host dc2 failed"), "{err}");
+    assert!(
+        err.contains("[dc2] FAILED: daon-api-1 became unhealthy"),
+        "{err}"
+    );
+    assert_all_on("local");
+    assert_h2_all_on(&h2, "local");
+    let h = history(&stack.config, dirs.path());
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert_eq!(
+        (&h[0]["host"], &h[0]["kind"], &h[0]["outcome"]),
+        (&"main".into(), &"deploy".into(), &"ok".into()),
+        "{h:?}"
+    );
+    assert_eq!(
+        (&h[1]["host"], &h[1]["outcome"]),
+        (&"dc2".into(), &"rolled-back".into()),
+        "{h:?}"
+    );
+    assert_eq!(h[1]["rolled_back"][0]["container"], "daon-api-1");
+    assert_eq!(
+        (&h[2]["host"], &h[2]["kind"], &h[2]["outcome"]),
+        (&"main".into(), &"rollback".into(), &"ok".into()),
+        "{h:?}"
+    );
+    assert_eq!(h[2]["image"], "daon-api:local");
+    assert!(
+        h[2]["cause"].as_str().unwrap().contains("host dc2 failed"),
+        "{h:?}"
+    );
+    assert!(h.iter().all(|e| e["run_id"] == h[0]["run_id"]), "{h:?}");
+    no_journal_left(dirs.path());
+    assert_caddy_intact();
 }
