@@ -61,6 +61,9 @@ pub struct Cli {
     /// Print the new secret values (default: only where they are)
     #[arg(long)]
     pub show_secrets: bool,
+    /// Print JSON Lines: a `step` record per line of the report, then a `summary`
+    #[arg(long)]
+    pub json: bool,
     /// Print the effective configuration and exit
     #[arg(long)]
     pub print_config: bool,
@@ -213,8 +216,13 @@ pub fn run(
     out: &mut impl Write,
     report: &mut daon_common::notify::Report,
 ) -> Result<(), Stop> {
+    let json = cli.json;
     let mut say = |s: String| {
-        let _ = writeln!(out, "{s}");
+        let _ = if json {
+            daon_common::output::json_line(out, "step", serde_json::json!({ "message": s }))
+        } else {
+            writeln!(out, "{s}")
+        };
     };
     let new_id = cli.new_chain_id.clone().unwrap_or_default();
     if !valid_chain_id(&new_id) {
@@ -346,6 +354,8 @@ pub fn run(
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or_default();
     let set = summary["set"].as_str().unwrap_or_default().to_string();
+    report.set("pre_wipe_set", set.clone());
+    report.set("rollback", format!("daon-restore {set} --yes"));
     if set.is_empty() {
         return Err(stop(
             ExitCode::Protocol,
@@ -499,6 +509,9 @@ pub fn run(
     }
     let deadline =
         Utc::now() + chrono::Duration::from_std(cfg.wipe.rollback_window).unwrap_or_default();
+    report.set("secrets_file", secrets_file.display().to_string());
+    report.set("key_files", saved.clone());
+    report.set("rollback_until", deadline.to_rfc3339());
     say(format!(
         "DONE: the chain is {new_id}, .env agrees, every check passes"
     ));
@@ -568,7 +581,21 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
         &format!("chain reset -> {new_id}"),
         |out, report| {
             report.set("new_chain_id", new_id.clone());
-            run(&cli, &cfg, out, report)
+            let r = run(&cli, &cfg, out, report);
+            if cli.json {
+                let mut summary = report.fields.clone();
+                summary.insert("ok".into(), r.is_ok().into());
+                summary.insert("dry_run".into(), cli.dry_run.into());
+                summary.insert(
+                    "exit_code".into(),
+                    r.as_ref().err().map_or(0, |s| s.code.code()).into(),
+                );
+                if let Err(s) = &r {
+                    summary.insert("error".into(), s.message.clone().into());
+                }
+                let _ = daon_common::output::json_line(out, "summary", summary.into());
+            }
+            r
         },
         |r| match r {
             Ok(()) => 0,

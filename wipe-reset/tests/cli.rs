@@ -198,6 +198,23 @@ fn stack_every_abort_path_changes_nothing() {
         text(&o)
     );
     unchanged("dry run without answers");
+    let o = e
+        .cmd()
+        .args(["--new-chain-id", "daon-mainnet-1", "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 3, "{lines:?}");
+    assert!(lines[..lines.len() - 1].iter().all(|l| l["type"] == "step"));
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "summary");
+    assert_eq!(last["ok"], true);
+    assert_eq!(last["dry_run"], true);
+    assert_eq!(last["new_chain_id"], "daon-mainnet-1");
     // With wrong answers a dry run still refuses.
     let o = e
         .cmd()
