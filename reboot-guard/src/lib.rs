@@ -115,6 +115,17 @@ pub struct Marker {
     pub maintenance_url: String,
     /// Who ran it.
     pub host: String,
+    /// The running kernel before the reboot (`uname -r`); empty in markers
+    /// written by older versions.
+    #[serde(default)]
+    pub kernel: String,
+}
+
+/// The running kernel's release (`uname -r`), or "" where it cannot be read.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Everything a run needs.
@@ -390,6 +401,7 @@ fn guard<W: Write>(s: &Settings, out: &mut Out<W>) -> Result<ExitCode, Failure> 
         reason: why.clone(),
         maintenance_url: r.maintenance_url.clone(),
         host: lock::hostname(),
+        kernel: kernel_release(),
     };
     atomic::write(
         &state_dir(c).join("marker.json"),
@@ -397,7 +409,7 @@ fn guard<W: Write>(s: &Settings, out: &mut Out<W>) -> Result<ExitCode, Failure> 
         0o644,
     )?;
     append_history(c, "reboot", &why)?;
-    notify(c, "reboot", &format!("rebooting for updates: {why}"), &format!("daon-reboot-guard stopped the stack and is rebooting ({why}).\nGates:\n{}\nAfter boot, `daon-reboot-guard verify` brings the stack back.", gates.iter().map(|g| format!("  {}: {}", g.name, g.reason)).collect::<Vec<_>>().join("\n")), serde_json::json!({"reason": why}));
+    notify(c, "reboot", &format!("rebooting for updates: {why}"), &format!("daon-reboot-guard stopped the stack and is rebooting ({why}).\nGates:\n{}\nAfter boot, `daon-reboot-guard verify` brings the stack back.", gates.iter().map(|g| format!("  {}: {}", g.name, g.reason)).collect::<Vec<_>>().join("\n")), serde_json::json!({"reason": why, "kernel_before": marker.kernel, "stopped_at": marker.time.to_rfc3339()}));
     let Some((prog, args)) = r.command.split_first() else {
         return Err(Failure {
             code: ExitCode::Config,
@@ -498,15 +510,27 @@ fn verify<W: Write>(s: &Settings, out: &mut Out<W>) -> Result<ExitCode, Failure>
             ),
             serde_json::json!({"healthy": true, "seconds": start.elapsed().as_secs()}),
         )?;
+        let kernel_after = kernel_release();
+        let down = (Utc::now() - marker.time).num_seconds();
         notify(
             c,
             "success",
             "back after reboot, healthy",
             &format!(
-                "The stack is healthy {took} after boot.\nRebooted for: {}",
-                marker.reason
+                "The stack is healthy {took} after boot.\nRebooted for: {}\nKernel before: {}\nKernel after: {kernel_after}\nStack stopped at {} ({down} s ago)",
+                marker.reason,
+                if marker.kernel.is_empty() { "unknown" } else { &marker.kernel },
+                marker.time.format("%Y-%m-%d %H:%M:%S UTC"),
             ),
-            serde_json::json!({"healthy": true}),
+            serde_json::json!({
+                "healthy": true,
+                "reason": marker.reason,
+                "kernel_before": marker.kernel,
+                "kernel_after": kernel_after,
+                "stopped_at": marker.time.to_rfc3339(),
+                "down_seconds": down,
+                "healthy_after_boot_seconds": start.elapsed().as_secs(),
+            }),
         );
         Ok(ExitCode::Ok)
     } else {

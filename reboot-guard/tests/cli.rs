@@ -304,6 +304,21 @@ fn stack_all_gates_pass_reboot_runs_once_after_stop_and_verify_brings_it_back() 
         "{}",
         seen[3].1
     );
+    // Before and after: the kernel each time, when the stack stopped, how long it was down.
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let before: serde_json::Value = serde_json::from_str(&seen[1].1).unwrap();
+    let after: serde_json::Value = serde_json::from_str(&seen[3].1).unwrap();
+    assert_eq!(before["fields"]["kernel_before"], kernel.trim(), "{before}");
+    assert_eq!(after["fields"]["kernel_before"], kernel.trim(), "{after}");
+    assert_eq!(after["fields"]["kernel_after"], kernel.trim(), "{after}");
+    assert!(
+        after["fields"]["down_seconds"].as_i64().unwrap() >= 0,
+        "{after}"
+    );
+    assert_eq!(
+        after["fields"]["stopped_at"], before["fields"]["stopped_at"],
+        "{after}"
+    );
     assert!(text(&o).contains("healthy again"), "{}", text(&o));
     assert!(!e.p("state/reboot-guard/marker.json").exists());
     for c in kit::ALL_CONTAINERS {
