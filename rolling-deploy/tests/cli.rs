@@ -1190,3 +1190,61 @@ fn second_host_failure_rolls_back_the_first_host_too() {
     no_journal_left(dirs.path());
     assert_caddy_intact();
 }
+
+/// Compose v1 (`docker-compose --host URL` / `--context NAME`) drives both
+/// hosts just as v2 does.
+#[test]
+fn two_hosts_with_compose_v1() {
+    let Some(stack) = kit::stack("two_hosts_v1") else {
+        return;
+    };
+    let Some(h2) = kit::host2("two_hosts_v1") else {
+        return;
+    };
+    let _m = kit::mutate();
+    let _r = h2.restore_on_drop();
+    api_image("rd-mh-v1", "healthy");
+    h2.api_image("rd-mh-v1", "healthy").unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let o = rd(&stack.config, dirs.path())
+        .env("DAON_COMPOSE_COMMAND", "v1")
+        .args(["--image", "daon-api:rd-mh-v1", "--monitor", "0s"])
+        .args(["--host", "dc2", "--host", "default"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_all_on("rd-mh-v1");
+    assert_h2_all_on(&h2, "rd-mh-v1");
+    let h = history(&stack.config, dirs.path());
+    assert_eq!(
+        h.iter()
+            .map(|e| e["host"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["dc2", "default"],
+        "{h:?}"
+    );
+    let o = rd(&stack.config, dirs.path())
+        .env("DAON_COMPOSE_COMMAND", "v1")
+        .args([
+            "rollback",
+            "--monitor",
+            "0s",
+            "--host",
+            "dc2",
+            "--host",
+            "default",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_all_on("local");
+    assert_h2_all_on(&h2, "local");
+    let h = history(&stack.config, dirs.path());
+    assert_eq!(h.len(), 4, "{h:?}");
+    assert!(
+        h[2..].iter().all(|e| e["kind"] == "rollback"
+            && e["outcome"] == "ok"
+            && e["image"] == "daon-api:local"),
+        "each host back to its own rollback point: {h:?}"
+    );
+}
