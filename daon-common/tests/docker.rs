@@ -115,3 +115,56 @@ fn exec_streams_pg_dump_and_a_failed_dump_is_an_error_with_stderr() {
         .unwrap_err();
     assert!(err.to_string().contains("no_such_db"), "{err}");
 }
+
+/// `docker.host` (an endpoint, not a context) reaches another daemon — the
+/// second Docker host — with the docker CLI and both Compose versions, and an
+/// unreachable endpoint is "Docker unreachable" (69) naming it.
+#[test]
+fn an_endpoint_targets_another_daemon_with_docker_and_compose_v1_v2() {
+    let Some(mut cfg) = stack_config("endpoint") else {
+        return;
+    };
+    let Some(h2) = kit::host2("endpoint") else {
+        return;
+    };
+    let _l = kit::lock();
+    cfg.docker.host = h2.docker.clone();
+    let docker = Docker::new(&cfg);
+    assert_eq!(docker.target(), h2.docker);
+    let got = docker
+        .inspect(&["daon-caddy".to_string(), "daon-postgres".to_string()])
+        .unwrap();
+    // The second host runs Caddy but no PostgreSQL: this is not the main daemon.
+    assert_eq!(got.missing, ["daon-postgres"]);
+    assert_eq!(got.found[0].health, Health::Healthy);
+    for (cmd, flavor) in [
+        (ComposeCommand::V2, Flavor::V2),
+        (ComposeCommand::V1, Flavor::V1),
+    ] {
+        cfg.compose.command = cmd;
+        let compose = Compose::detect(&cfg, &docker).unwrap();
+        assert_eq!(compose.flavor, flavor);
+        let mut names: Vec<String> = compose
+            .containers()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "daon-api-1",
+                "daon-api-2",
+                "daon-api-3",
+                "daon-blockchain",
+                "daon-caddy"
+            ],
+            "{cmd:?}"
+        );
+    }
+    cfg.docker.host = "unix:///run/daon-no-such-daemon.sock".into();
+    let err = Docker::new(&cfg).ping().unwrap_err();
+    assert_eq!(err.exit_code(), daon_common::ExitCode::Unavailable, "{err}");
+    assert!(err.to_string().contains("daon-no-such-daemon"), "{err}");
+}
