@@ -14,29 +14,13 @@ use std::time::{Duration, Instant};
 
 /// The binary with a clean environment, pointed at `cfg` with its state in `tmp`.
 fn bk(cfg: Option<&Path>, tmp: &Path) -> Command {
-    let mut c = Command::cargo_bin("daon-backup").unwrap();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DAON_") || k == "DOCKER_HOST" {
-            c.env_remove(k);
-        }
-    }
-    if let Some(cfg) = cfg {
-        c.env("DAON_CONFIG", cfg);
-    }
-    c.env("DAON_PATHS_BACKUP_DIR", tmp.join("backups"))
-        .env("DAON_PATHS_LOCK_DIR", tmp.join("lock"))
-        .env("DAON_PATHS_STATE_DIR", tmp.join("state"))
-        .timeout(Duration::from_secs(300));
+    let mut c = kit::tool("daon-backup", cfg, tmp);
+    c.timeout(Duration::from_secs(300));
     c
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    kit::output_text(o)
 }
 
 fn complete_sets(dir: &Path) -> Vec<String> {

@@ -17,48 +17,18 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-fn tool(name: &str, cfg: Option<&Path>, tmp: &Path) -> Command {
-    let mut c = Command::cargo_bin(name).unwrap();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DAON_") || k == "DOCKER_HOST" {
-            c.env_remove(k);
-        }
-    }
-    if let Some(cfg) = cfg {
-        c.env("DAON_CONFIG", cfg);
-    }
-    c.env("DAON_PATHS_BACKUP_DIR", tmp.join("backups"))
-        .env("DAON_PATHS_LOCK_DIR", tmp.join("lock"))
-        .env("DAON_PATHS_STATE_DIR", tmp.join("state"))
-        .timeout(Duration::from_secs(400));
-    c
-}
-
 fn backup_cmd(cfg: &Path, tmp: &Path) -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("daon-backup"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DAON_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("DAON_CONFIG", cfg)
-        .env("DAON_PATHS_BACKUP_DIR", tmp.join("backups"))
-        .env("DAON_PATHS_LOCK_DIR", tmp.join("lock"))
-        .timeout(Duration::from_secs(300));
+    let mut c = kit::tool("daon-backup", Some(cfg), tmp);
+    c.timeout(Duration::from_secs(300));
     c
 }
 
 fn restore(cfg: Option<&Path>, tmp: &Path) -> Command {
-    tool("daon-restore", cfg, tmp)
+    kit::tool("daon-restore", cfg, tmp)
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    kit::output_text(o)
 }
 
 fn set_path(o: &Output) -> PathBuf {
@@ -562,7 +532,7 @@ fn hostile_archives_are_refused_by_name_and_nothing_is_written() {
             .collect();
         assert_eq!(names.len(), 1, "{name}: no staging dir left: {names:?}");
         // verify refuses the same set.
-        let o = tool("daon-backup", Some(&stack.config), t.path())
+        let o = kit::tool("daon-backup", Some(&stack.config), t.path())
             .args(["verify", &set])
             .output()
             .unwrap();

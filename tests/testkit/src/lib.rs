@@ -729,22 +729,6 @@ pub fn readable_mail(raw: &str) -> String {
     format!("{head}\n\n{body}")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::readable_mail;
-
-    #[test]
-    fn mails_are_decoded() {
-        let qp = "Subject: a\r\n b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nline =\r\none =3D 1\r\n  indented\r\n";
-        assert_eq!(readable_mail(qp), "Subject: a b\nContent-Transfer-Encoding: quoted-printable\n\nline one = 1\n  indented\n");
-        let b64 = "Content-Transfer-Encoding: base64\r\n\r\naMOpbGxv\r\nIHdvcmxk\r\n";
-        assert_eq!(
-            readable_mail(b64),
-            "Content-Transfer-Encoding: base64\n\nhéllo world"
-        );
-    }
-}
-
 /// `psql` as the stack's superuser in `daon-postgres` (`-X -At`, stop on the
 /// first error): the trimmed output. Panics, with psql's stderr, on failure.
 pub fn psql(sql: &str) -> String {
@@ -783,4 +767,50 @@ pub fn psql_lenient(sql: &str) -> String {
     String::from_utf8_lossy(&psql_output(sql).stdout)
         .trim()
         .to_string()
+}
+
+/// A daon tool of this workspace with a clean environment (no `DAON_*`, no
+/// `DOCKER_HOST` from the caller), pointed at `config` (or the built-in
+/// default), with its backup, lock and state directories under `tmp`.
+pub fn tool(name: &str, config: Option<&Path>, tmp: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::new(assert_cmd::cargo::cargo_bin(name));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DAON_") || k == "DOCKER_HOST" {
+            c.env_remove(k);
+        }
+    }
+    if let Some(cfg) = config {
+        c.env("DAON_CONFIG", cfg);
+    }
+    c.env("DAON_PATHS_BACKUP_DIR", tmp.join("backups"))
+        .env("DAON_PATHS_LOCK_DIR", tmp.join("lock"))
+        .env("DAON_PATHS_STATE_DIR", tmp.join("state"))
+        .timeout(Duration::from_secs(400));
+    c
+}
+
+/// Exit status, stdout and stderr of a finished command, for assertion messages.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_mail;
+
+    #[test]
+    fn mails_are_decoded() {
+        let qp = "Subject: a\r\n b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nline =\r\none =3D 1\r\n  indented\r\n";
+        assert_eq!(readable_mail(qp), "Subject: a b\nContent-Transfer-Encoding: quoted-printable\n\nline one = 1\n  indented\n");
+        let b64 = "Content-Transfer-Encoding: base64\r\n\r\naMOpbGxv\r\nIHdvcmxk\r\n";
+        assert_eq!(
+            readable_mail(b64),
+            "Content-Transfer-Encoding: base64\n\nhéllo world"
+        );
+    }
 }
