@@ -529,11 +529,13 @@ pub fn monitored<T, E: std::fmt::Display>(
     tool: &str,
     notify: bool,
     subject: &str,
-    body: impl FnOnce(&mut Tee<std::io::StdoutLock<'static>>, &mut Report) -> Result<T, E>,
+    body: impl FnOnce(&mut Tee<std::io::Stdout>, &mut Report) -> Result<T, E>,
     code_of: impl Fn(&Result<T, E>) -> u8,
 ) -> Result<T, E> {
     let run = Run::start(cfg, state_dir, tool);
-    let mut out = Tee::new(std::io::stdout().lock());
+    // Not a held StdoutLock: a worker thread that prints must not wait for
+    // the whole run.
+    let mut out = Tee::new(std::io::stdout());
     let mut report = Report::default();
     let started = chrono::Utc::now();
     let result = body(&mut out, &mut report);
