@@ -136,6 +136,25 @@ fn say(s: &Settings, out: &mut dyn Write, kind: &str, text: String, fields: Valu
     }
 }
 
+/// The URLs of a raw remote endpoint (`ssh://`, `tcp://`) that point at this
+/// machine: the defaults are rarely right for another host.
+pub fn loopback_urls(config: &Config, h: &Host) -> Vec<String> {
+    let remote = h.docker.starts_with("ssh://") || h.docker.starts_with("tcp://");
+    if !remote || config.deploy.hosts.contains_key(&h.name) {
+        return Vec::new();
+    }
+    [&h.caddy_admin_url, &h.health_url, &h.rpc_url]
+        .into_iter()
+        .filter(|u| {
+            let rest = u.split_once("://").map_or(u.as_str(), |x| x.1);
+            ["127.", "localhost", "[::1]"]
+                .iter()
+                .any(|l| rest.starts_with(l))
+        })
+        .cloned()
+        .collect()
+}
+
 /// What one host's part of the run came to.
 #[derive(Debug, Clone)]
 struct Part {
@@ -166,6 +185,22 @@ pub fn execute(
     let what = target
         .clone()
         .unwrap_or_else(|| "the rollback point".into());
+    for h in &s.hosts {
+        let local = loopback_urls(&s.config, h);
+        if !local.is_empty() {
+            say(
+                s,
+                &mut *out,
+                "warning",
+                format!(
+                    "[{}] is a remote Docker host but {} point at this machine: name it in [deploy.hosts.NAME] with its own caddy_admin_url, health_url and rpc_url",
+                    h.name,
+                    local.join(", ")
+                ),
+                json!({"host": h.name, "urls": local}),
+            );
+        }
+    }
 
     if s.dry_run {
         let mut code = 0;
@@ -526,6 +561,16 @@ mod tests {
         let b = settings_for(&s, &hosts[1]);
         assert_eq!(b.config.docker.context, "prod-eu");
         assert_eq!(b.config.docker.host, "");
+        assert!(
+            loopback_urls(&c, &hosts[0]).is_empty(),
+            "named: its own URLs"
+        );
+        let raw = resolve(&v(&["ssh://deploy@dc9", "unix:///run/x.sock"]), &c).unwrap();
+        assert_eq!(
+            loopback_urls(&c, &raw[0]),
+            ["http://127.0.0.1:2019", "http://127.0.0.1:26657"]
+        );
+        assert!(loopback_urls(&c, &raw[1]).is_empty(), "a local socket");
         let l = settings_for(&s, &hosts[2]);
         assert_eq!(l.config.docker, c.docker);
         assert_eq!(l.config.deploy.caddy_admin_url, "http://127.0.0.1:2019");
