@@ -770,4 +770,33 @@ fn backup_notifies_success_and_failure_with_set_size_duration_and_pings_the_dead
     mon.assert_never_seen(pw, "the PostgreSQL password");
     mon.assert_never_seen(kit::Monitoring::HOOK_TOKEN, "the webhook token");
     mon.assert_never_seen(kit::Monitoring::PING_UUID, "the ping URL");
+
+    // A receiver that is down changes neither the exit code nor the output;
+    // the message waits on disk for the next run.
+    let dead = format!("http://127.0.0.1:{}/hook/gone", kit::free_port());
+    let o = bk(Some(&stack.config), t.path())
+        .env("DAON_NOTIFY_WEBHOOK_URL", &dead)
+        .env("DAON_NOTIFY_RETRIES", "0")
+        .env("DAON_NOTIFY_TIMEOUT", "2s")
+        .args(["--only", "config"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&dir.display().to_string()),
+        "the set path is still printed: {}",
+        text(&o)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("notification not delivered") && !err.contains("/hook/gone"),
+        "the failure is reported, the URL's path is not: {err}"
+    );
+    let pending = std::fs::read_dir(t.path().join("state/notify-pending"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        pending, 1,
+        "the undelivered message is kept for the next run"
+    );
 }
