@@ -685,6 +685,98 @@ fn alerts_a_flapping_check_sends_one_notice() {
 }
 
 #[test]
+fn alerts_smtp_auth_with_the_password_from_a_0600_file_and_it_is_never_printed() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::Ordering;
+    const PW: &str = "smtp-Pa55-w0rd-9f3e";
+    let dir = tempfile::tempdir().unwrap();
+    let svc = receivers::http();
+    svc.status.store(503, Ordering::SeqCst);
+    let smtp = receivers::Smtp::with_auth(dir.path(), "daon-alerts", PW);
+    let pw_file = dir.path().join("smtp-password");
+    std::fs::write(&pw_file, format!("{PW}\n")).unwrap();
+    std::fs::set_permissions(&pw_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = alert_config(
+        dir.path(),
+        &svc.url,
+        &format!(
+            "[alerts]\nfailure_threshold = 1\n\n[notify]\nemail_to = [\"ops@example.org\"]\nemail_from = \"daon@example.org\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_security = \"none\"\nsmtp_user = \"daon-alerts\"\nsmtp_password_file = \"{}\"\nretries = 0\n",
+            smtp.port,
+            pw_file.display()
+        ),
+    );
+    let mut seen = String::new();
+    let mut keep = |o: &std::process::Output| {
+        seen.push_str(&stdout(o));
+        seen.push_str(&stderr(o));
+    };
+    // The right password (from the file): the server takes the alert.
+    let o = alert_run(&cfg, &dir.path().join("state1"));
+    keep(&o);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stdout(&o).contains("sent by email"), "{}", stdout(&o));
+    assert_eq!(
+        smtp.subjects().len(),
+        1,
+        "the authenticated server got the alert"
+    );
+
+    // A wrong password (DAON_SMTP_PASSWORD beats the file): refused, reported, kept.
+    let o = hc()
+        .args(["--check", "http", "--alert", "--config"])
+        .arg(&cfg)
+        .env("DAON_PATHS_STATE_DIR", dir.path().join("state2"))
+        .env("DAON_SMTP_PASSWORD", "wrong-Pa55-1234")
+        .output()
+        .unwrap();
+    keep(&o);
+    assert_eq!(o.status.code(), Some(2), "the exit code is the check's");
+    assert!(
+        stderr(&o).contains("535") && stderr(&o).contains("not delivered"),
+        "{}",
+        stderr(&o)
+    );
+    let pending = std::fs::read_dir(dir.path().join("state2/notify-pending"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(!pending.is_empty(), "the alert is kept for the next run");
+    assert!(
+        !pending.contains("wrong-Pa55") && !pending.contains(PW),
+        "{pending}"
+    );
+
+    // A password file others can read is refused, naming the fix.
+    std::fs::set_permissions(&pw_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = alert_run(&cfg, &dir.path().join("state3"));
+    keep(&o);
+    assert_eq!(o.status.code(), Some(2), "the exit code is the check's");
+    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+    assert_eq!(
+        smtp.subjects().len(),
+        1,
+        "nothing sent with a readable password file"
+    );
+
+    let o = hc()
+        .args(["--print-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    keep(&o);
+    for secret in [PW, "wrong-Pa55-1234"] {
+        assert!(
+            !seen.contains(secret),
+            "an SMTP password was printed:\n{seen}"
+        );
+        assert!(
+            !smtp.bodies().contains(secret),
+            "an SMTP password is in a mail"
+        );
+    }
+}
+
+#[test]
 fn alerts_smtp_down_changes_nothing_and_the_next_run_delivers() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();

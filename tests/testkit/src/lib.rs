@@ -445,6 +445,24 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("finding a free port: {e}"))
 }
 
+/// aiosmtpd with an authenticator: argv port, maildir, user; the password in
+/// $SMTP_TEST_PASSWORD (never on a command line).
+const SMTP_AUTH_SERVER: &str = r#"
+import os, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+port, maildir, user = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+password = os.environ["SMTP_TEST_PASSWORD"]
+def check(server, session, envelope, mechanism, data):
+    ok = isinstance(data, LoginPassword) and data.login.decode() == user and data.password.decode() == password
+    return AuthResult(success=ok, handled=False)
+Controller(Mailbox(maildir), hostname="127.0.0.1", port=port, authenticator=check,
+           auth_required=True, auth_require_tls=False).start()
+while True:
+    time.sleep(3600)
+"#;
+
 /// A real SMTP server on loopback: aiosmtpd (Debian's python3-aiosmtpd, so
 /// /usr/bin/python3) writing every message it takes to a maildir. Killed on drop.
 pub struct Smtp {
@@ -471,11 +489,33 @@ impl Smtp {
     /// Starts one on `port`, with its maildir under `dir`.
     pub fn on(port: u16, dir: &Path) -> Smtp {
         let maildir = dir.join("maildir");
-        let mut child = Command::new("/usr/bin/python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
+        let mut c = Command::new("/usr/bin/python3");
+        c.args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir);
+        Smtp::spawn(c, port, maildir)
+    }
+
+    /// Starts one that requires SMTP AUTH (PLAIN or LOGIN) as `user` with
+    /// `password`, on a free port (over plain TCP: loopback only).
+    pub fn with_auth(dir: &Path, user: &str, password: &str) -> Smtp {
+        let port = free_port();
+        let maildir = dir.join("maildir");
+        let script = dir.join("smtp-auth-server.py");
+        std::fs::write(&script, SMTP_AUTH_SERVER)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", script.display()));
+        let mut c = Command::new("/usr/bin/python3");
+        c.arg(&script)
+            .arg(port.to_string())
             .arg(&maildir)
+            .arg(user)
+            .env("SMTP_TEST_PASSWORD", password);
+        Smtp::spawn(c, port, maildir)
+    }
+
+    fn spawn(mut c: Command, port: u16, maildir: PathBuf) -> Smtp {
+        let mut child = c
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
