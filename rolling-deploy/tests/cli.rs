@@ -1248,3 +1248,90 @@ fn two_hosts_with_compose_v1() {
         "each host back to its own rollback point: {h:?}"
     );
 }
+
+/// SIGINT while the canary is being updated: it finishes the instance in hand
+/// and stops (130) before the second host is touched; the next run picks up
+/// the canary from its own journal and completes both hosts.
+#[test]
+fn sigint_on_the_canary_stops_before_the_second_host_and_the_next_run_completes() {
+    let Some(stack) = kit::stack("two_hosts_sigint") else {
+        return;
+    };
+    let Some(h2) = kit::host2("two_hosts_sigint") else {
+        return;
+    };
+    let _m = kit::mutate();
+    let _r = h2.restore_on_drop();
+    api_image("rd-mh-int", "healthy");
+    h2.api_image("rd-mh-int", "healthy").unwrap();
+    let before = h2_container_ids(&h2);
+    let dirs = tempfile::tempdir().unwrap();
+    let state = dirs.path().join("state");
+    let main_journal = || -> Option<Value> {
+        std::fs::read_dir(&state)
+            .ok()?
+            .flatten()
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("rolling-deploy.journal.main-")
+            })
+            .and_then(|e| std::fs::read_to_string(e.path()).ok())
+            .and_then(|t| serde_json::from_str(&t).ok())
+    };
+    let child = rd(&stack.config, dirs.path())
+        .args(["--image", "daon-api:rd-mh-int", "--monitor", "3s"])
+        .args(["--host", "main", "--host", "dc2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while main_journal().and_then(|j| j["updated"].as_array().map(|u| u.len())) != Some(1) {
+        assert!(t.elapsed() < Duration::from_secs(60), "no progress on main");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let k = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    assert_eq!(
+        h2_container_ids(&h2),
+        before,
+        "dc2 was touched: {}",
+        text(&o)
+    );
+    assert_h2_all_on(&h2, "local");
+    let j = main_journal().expect("main's journal stays for the next run");
+    assert_eq!(j["host"], "main");
+    assert_eq!(j["interrupted"], true);
+
+    let o = rd(&stack.config, dirs.path())
+        .args(["--image", "daon-api:rd-mh-int", "--monitor", "0s"])
+        .args(["--host", "main", "--host", "dc2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("[main] found:") && err.contains("interrupted"),
+        "{err}"
+    );
+    assert_all_on("rd-mh-int");
+    assert_h2_all_on(&h2, "rd-mh-int");
+    let h = history(&stack.config, dirs.path());
+    let got: Vec<(&str, &str)> = h
+        .iter()
+        .map(|e| (e["host"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [("main", "interrupted"), ("main", "ok"), ("dc2", "ok")]
+    );
+    // The resumed canary kept the rollback point of the interrupted run.
+    assert_eq!(h[1]["previous"], "daon-api:local");
+    no_journal_left(dirs.path());
+}
