@@ -861,6 +861,8 @@ impl Config {
         fix(&mut self.paths.state_dir);
         fix(&mut self.paths.lock_dir);
         fix(&mut self.hetzner.token_file);
+        fix(&mut self.notify.smtp_password_file);
+        fix(&mut self.notify.smtp_ca_file);
     }
 
     /// Applies `DAON_<KEY_PATH>` variables; returns the names that applied.

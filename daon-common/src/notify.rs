@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::http::{self, AgentOptions};
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{SmtpTransport, Transport};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,9 @@ pub struct NotifyConfig {
     pub smtp_port: u16,
     /// `starttls`, `tls` or `none`.
     pub smtp_security: SmtpSecurity,
+    /// PEM file with the CA that signed the SMTP server's certificate (an
+    /// internal relay); empty: the public web roots.
+    pub smtp_ca_file: PathBuf,
     /// SMTP user; empty for no authentication.
     pub smtp_user: String,
     /// File holding the SMTP password (must not be group/world-readable).
@@ -68,6 +72,7 @@ impl Default for NotifyConfig {
             smtp_host: String::new(),
             smtp_port: 587,
             smtp_security: SmtpSecurity::Starttls,
+            smtp_ca_file: PathBuf::new(),
             smtp_user: String::new(),
             smtp_password_file: PathBuf::new(),
             webhook_url: String::new(),
@@ -299,15 +304,27 @@ impl Notifier {
             .map_err(|e| Error::Internal(format!("building the email: {e}")))?;
         let unreachable = |detail: String| Error::HttpUnreachable {
             url: format!("smtp://{}:{}", c.smtp_host, c.smtp_port),
-            detail,
+            detail: if detail.contains("certificate") && c.smtp_ca_file.as_os_str().is_empty() {
+                format!(
+                    "{detail} (a relay with an internal CA: set notify.smtp_ca_file to its PEM)"
+                )
+            } else {
+                detail
+            },
         };
-        let builder = match c.smtp_security {
-            SmtpSecurity::Tls => {
+        let builder = match (c.smtp_security, self.tls_parameters()?) {
+            (SmtpSecurity::None, _) => SmtpTransport::builder_dangerous(&c.smtp_host),
+            (SmtpSecurity::Tls, Some(p)) => {
+                SmtpTransport::builder_dangerous(&c.smtp_host).tls(Tls::Wrapper(p))
+            }
+            (SmtpSecurity::Starttls, Some(p)) => {
+                SmtpTransport::builder_dangerous(&c.smtp_host).tls(Tls::Required(p))
+            }
+            (SmtpSecurity::Tls, None) => {
                 SmtpTransport::relay(&c.smtp_host).map_err(|e| unreachable(e.to_string()))?
             }
-            SmtpSecurity::Starttls => SmtpTransport::starttls_relay(&c.smtp_host)
+            (SmtpSecurity::Starttls, None) => SmtpTransport::starttls_relay(&c.smtp_host)
                 .map_err(|e| unreachable(e.to_string()))?,
-            SmtpSecurity::None => SmtpTransport::builder_dangerous(&c.smtp_host),
         };
         let mut builder = builder.port(c.smtp_port).timeout(Some(c.timeout));
         if !c.smtp_user.is_empty() {
@@ -321,6 +338,28 @@ impl Notifier {
             .send(&email)
             .map(|_| ())
             .map_err(|e| unreachable(e.to_string()))
+    }
+
+    /// TLS trusting `smtp_ca_file` (None: lettre's default, the web roots).
+    fn tls_parameters(&self) -> Result<Option<TlsParameters>> {
+        let c = &self.cfg;
+        if c.smtp_ca_file.as_os_str().is_empty() || c.smtp_security == SmtpSecurity::None {
+            return Ok(None);
+        }
+        let pem = std::fs::read(&c.smtp_ca_file)
+            .map_err(|e| Error::io("reading notify.smtp_ca_file", &c.smtp_ca_file, e))?;
+        let bad = |e: lettre::transport::smtp::Error| {
+            Error::Config(format!(
+                "notify.smtp_ca_file {}: {e} (it must hold a PEM certificate)",
+                c.smtp_ca_file.display()
+            ))
+        };
+        let cert = Certificate::from_pem(&pem).map_err(bad)?;
+        TlsParameters::builder(c.smtp_host.clone())
+            .add_root_certificate(cert)
+            .build()
+            .map(Some)
+            .map_err(bad)
     }
 
     fn webhook(&self, msg: &Message) -> Result<()> {

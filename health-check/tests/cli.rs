@@ -685,6 +685,60 @@ fn alerts_a_flapping_check_sends_one_notice() {
 }
 
 #[test]
+fn alerts_over_starttls_and_implicit_tls_trust_the_configured_ca_and_nothing_else() {
+    use std::sync::atomic::Ordering;
+    for mode in ["starttls", "tls"] {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = receivers::http();
+        svc.status.store(503, Ordering::SeqCst);
+        let (smtp, ca) = receivers::Smtp::with_tls(dir.path(), mode);
+        let notify = |ca_line: &str| {
+            format!(
+                "[alerts]\nfailure_threshold = 1\n\n[notify]\nemail_to = [\"ops@example.org\"]\nemail_from = \"daon@example.org\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_security = \"{mode}\"\n{ca_line}retries = 0\ntimeout = \"5s\"\n",
+                smtp.port
+            )
+        };
+        // Trusting the relay's CA: delivered over TLS.
+        let cfg = alert_config(
+            dir.path(),
+            &svc.url,
+            &notify(&format!("smtp_ca_file = \"{}\"\n", ca.display())),
+        );
+        let o = alert_run(&cfg, &dir.path().join("state1"));
+        assert_eq!(o.status.code(), Some(2), "{mode}: {}", stderr(&o));
+        assert!(
+            stdout(&o).contains("sent by email"),
+            "{mode}: {}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert_eq!(smtp.subjects().len(), 1, "{mode}: the TLS server got it");
+        // Without it the certificate is not trusted: nothing is sent in clear, the alert waits.
+        let sub = dir.path().join("untrusted");
+        std::fs::create_dir_all(&sub).unwrap();
+        let cfg = alert_config(&sub, &svc.url, &notify(""));
+        let o = alert_run(&cfg, &dir.path().join("state2"));
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{mode}: the exit code is the check's"
+        );
+        assert!(
+            stderr(&o).contains("not delivered")
+                && stderr(&o).contains("notify.smtp_ca_file")
+                && stdout(&o).contains("NOT delivered"),
+            "{mode}: {}",
+            stderr(&o)
+        );
+        assert_eq!(
+            smtp.subjects().len(),
+            1,
+            "{mode}: an untrusted server got mail"
+        );
+    }
+}
+
+#[test]
 fn alerts_smtp_auth_with_the_password_from_a_0600_file_and_it_is_never_printed() {
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::Ordering;

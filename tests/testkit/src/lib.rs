@@ -463,6 +463,23 @@ while True:
     time.sleep(3600)
 "#;
 
+/// aiosmtpd over TLS: argv port, maildir, starttls|tls, cert, key.
+const SMTP_TLS_SERVER: &str = r#"
+import ssl, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+port, maildir, mode, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(cert, key)
+if mode == "tls":
+    Controller(Mailbox(maildir), hostname="127.0.0.1", port=port, ssl_context=ctx).start()
+else:
+    Controller(Mailbox(maildir), hostname="127.0.0.1", port=port, tls_context=ctx,
+               require_starttls=True).start()
+while True:
+    time.sleep(3600)
+"#;
+
 /// A real SMTP server on loopback: aiosmtpd (Debian's python3-aiosmtpd, so
 /// /usr/bin/python3) writing every message it takes to a maildir. Killed on drop.
 pub struct Smtp {
@@ -512,6 +529,49 @@ impl Smtp {
             .arg(user)
             .env("SMTP_TEST_PASSWORD", password);
         Smtp::spawn(c, port, maildir)
+    }
+
+    /// Starts one that speaks TLS — `starttls` (required before MAIL) or
+    /// `tls` (implicit, SMTPS) — with a certificate for 127.0.0.1 from a CA
+    /// made here; returns it and the CA's PEM file (what `smtp_ca_file` names).
+    pub fn with_tls(dir: &Path, mode: &str) -> (Smtp, PathBuf) {
+        let port = free_port();
+        let maildir = dir.join("maildir");
+        let (ca, cert, key) = (
+            dir.join("ca.pem"),
+            dir.join("smtp.pem"),
+            dir.join("smtp.key"),
+        );
+        let ext = dir.join("san.ext");
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n")
+            .unwrap_or_else(|e| panic!("writing {}: {e}", ext.display()));
+        let d = dir.display();
+        let openssl = format!(
+            "set -e; cd '{d}'
+             openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=daon-test-ca -keyout ca.key -out ca.pem 2>/dev/null
+             openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout smtp.key -out smtp.csr 2>/dev/null
+             openssl x509 -req -in smtp.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out smtp.pem 2>/dev/null"
+        );
+        let o = Command::new("sh")
+            .args(["-c", &openssl])
+            .output()
+            .unwrap_or_else(|e| panic!("running openssl: {e}"));
+        assert!(
+            o.status.success(),
+            "making a test CA with openssl: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let script = dir.join("smtp-tls-server.py");
+        std::fs::write(&script, SMTP_TLS_SERVER)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", script.display()));
+        let mut c = Command::new("/usr/bin/python3");
+        c.arg(&script)
+            .arg(port.to_string())
+            .arg(&maildir)
+            .arg(mode)
+            .arg(&cert)
+            .arg(&key);
+        (Smtp::spawn(c, port, maildir), ca)
     }
 
     fn spawn(mut c: Command, port: u16, maildir: PathBuf) -> Smtp {
