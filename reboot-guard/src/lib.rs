@@ -603,13 +603,12 @@ fn status<W: Write>(s: &Settings, out: &mut Out<W>) -> Result<ExitCode, Failure>
 /// Runs the tool.
 pub fn run<W: Write>(s: &Settings, w: &mut W) -> Result<ExitCode, Failure> {
     if s.print_config {
-        write!(w, "{}", s.config.to_toml_redacted()?).map_err(|e| Failure {
+        write!(w, "{}", s.config.effective_toml(&s.source)?).map_err(|e| Failure {
             code: ExitCode::Io,
             message: e.to_string(),
         })?;
         return Ok(ExitCode::Ok);
     }
-    let _ = &s.source;
     let ping = Ping::start(&s.config.notify, "daon-reboot-guard");
     let mut out = Out {
         w,

@@ -262,6 +262,13 @@ pub fn run(
     let compose = Compose::detect(cfg, &docker)?;
     let volumes = project_volumes(cfg, &docker);
 
+    // One wipe at a time; a dry run during a wipe would plan from a half-changed stack.
+    let _lock = lock::acquire(
+        &cfg.paths.lock_dir.join("wipe-reset.lock"),
+        Duration::ZERO,
+        &format!("daon-wipe-reset {chain_id} -> {new_id}"),
+    )?;
+
     // 1. The plan.
     say(format!(
         "PLAN: wipe chain {chain_id} (height {height}) and start {new_id}"
@@ -320,12 +327,6 @@ pub fn run(
         say("DRY RUN: every check passed; nothing was changed".into());
         return Ok(());
     }
-    let _lock = lock::acquire(
-        &cfg.paths.lock_dir.join("wipe-reset.lock"),
-        Duration::ZERO,
-        &format!("daon-wipe-reset {chain_id} -> {new_id}"),
-    )?;
-
     // 3. The pre-wipe backup, verified.
     say("backing up (tag pre-wipe)...".into());
     let backup = Cmd::new(tool("daon-backup"))
@@ -354,14 +355,14 @@ pub fn run(
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or_default();
     let set = summary["set"].as_str().unwrap_or_default().to_string();
-    report.set("pre_wipe_set", set.clone());
-    report.set("rollback", format!("daon-restore {set} --yes"));
     if set.is_empty() {
         return Err(stop(
             ExitCode::Protocol,
             "daon-backup did not name its set; nothing was wiped",
         ));
     }
+    report.set("pre_wipe_set", set.clone());
+    report.set("rollback", format!("daon-restore {set} --yes"));
     let v = Cmd::new(tool("daon-backup"))
         .envs(daon_common::notify::NESTED_RUN_ENV)
         .args(["verify", &set])
@@ -553,15 +554,15 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let cfg = match Config::load(cli.config.as_deref()) {
-        Ok(l) => l.config,
+    let (cfg, source) = match Config::load(cli.config.as_deref()) {
+        Ok(l) => (l.config, l.source),
         Err(e) => {
             eprintln!("daon-wipe-reset: error: {e}");
             return e.exit_code().code();
         }
     };
     if cli.print_config {
-        return match cfg.to_toml_redacted() {
+        return match cfg.effective_toml(&source) {
             Ok(t) => {
                 print!("{t}");
                 0

@@ -215,6 +215,18 @@ fn stack_every_abort_path_changes_nothing() {
     assert_eq!(last["ok"], true);
     assert_eq!(last["dry_run"], true);
     assert_eq!(last["new_chain_id"], "daon-mainnet-1");
+    // A wipe in progress (its lock held): even a dry run waits its turn, 75.
+    std::fs::create_dir_all(e.p("locks")).unwrap();
+    let held = std::fs::File::create(e.p("locks/wipe-reset.lock")).unwrap();
+    held.lock().unwrap();
+    let o = e
+        .cmd()
+        .args(["--new-chain-id", "daon-mainnet-1", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(75), "{}", text(&o));
+    drop(held);
+    unchanged("dry run during a wipe");
     // With wrong answers a dry run still refuses.
     let o = e
         .cmd()
@@ -362,6 +374,22 @@ fn stack_full_transition_to_mainnet_then_rollback_with_daon_restore() {
         ok["text"].as_str().unwrap().contains("daon-restore "),
         "{ok}"
     );
+    assert!(
+        ok["text"].as_str().unwrap().contains("=<redacted>"),
+        "the shown secrets are redacted in the message: {ok}"
+    );
+    let f = &ok["fields"];
+    let pre_wipe = f["pre_wipe_set"].as_str().unwrap().to_string();
+    assert!(pre_wipe.ends_with("-pre-wipe"), "{f}");
+    assert_eq!(f["rollback"], format!("daon-restore {pre_wipe} --yes"));
+    assert_eq!(
+        f["secrets_file"],
+        e.p("secrets/secrets-daon-mainnet-1.env")
+            .display()
+            .to_string()
+    );
+    assert_eq!(f["key_files"].as_array().unwrap().len(), 1, "{f}");
+    assert!(f["rollback_until"].as_str().is_some(), "{f}");
     let env_now = std::fs::read_to_string(&e.env_file).unwrap();
     assert!(env_now.contains("CHAIN_ID=daon-mainnet-1\n"), "{env_now}");
     assert_eq!(
