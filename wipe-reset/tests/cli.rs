@@ -46,18 +46,21 @@ impl Env {
             .timeout(Duration::from_secs(900));
         c
     }
+    /// The wipe to daon-mainnet-1 with these answers (not run yet).
+    fn wipe(&self, confirm: &str, current: &str) -> Command {
+        let mut c = self.cmd();
+        c.args([
+            "--new-chain-id",
+            "daon-mainnet-1",
+            "--confirm",
+            confirm,
+            "--current-chain-id",
+            current,
+        ]);
+        c
+    }
     fn go(&self, confirm: &str, current: &str) -> std::process::Output {
-        self.cmd()
-            .args([
-                "--new-chain-id",
-                "daon-mainnet-1",
-                "--confirm",
-                confirm,
-                "--current-chain-id",
-                current,
-            ])
-            .output()
-            .unwrap()
+        self.wipe(confirm, current).output().unwrap()
     }
 }
 
@@ -169,16 +172,8 @@ fn stack_every_abort_path_changes_nothing() {
     unchanged("wrong chain id");
 
     let o = e
-        .cmd()
-        .args([
-            "--new-chain-id",
-            "daon-mainnet-1",
-            "--confirm",
-            "WIPE-PRODUCTION",
-            "--current-chain-id",
-            "daon-devnet-1",
-            "--dry-run",
-        ])
+        .wipe("WIPE-PRODUCTION", "daon-devnet-1")
+        .arg("--dry-run")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -260,16 +255,8 @@ fn stack_every_abort_path_changes_nothing() {
     // A failing pre-wipe backup (pg_dump as a user that does not exist).
     let mon = kit::Monitoring::start(e.dir.path());
     let o = e
-        .cmd()
+        .wipe("WIPE-PRODUCTION", "daon-devnet-1")
         .envs(mon.env())
-        .args([
-            "--new-chain-id",
-            "daon-mainnet-1",
-            "--confirm",
-            "WIPE-PRODUCTION",
-            "--current-chain-id",
-            "daon-devnet-1",
-        ])
         .env("DAON_POSTGRES_USER", "nobody_here")
         .output()
         .unwrap();
@@ -345,17 +332,9 @@ fn stack_full_transition_to_mainnet_then_rollback_with_daon_restore() {
     // --show-secrets: the operator sees the new values; no message or ping carries them.
     let mon = kit::Monitoring::start(e.dir.path());
     let o = e
-        .cmd()
+        .wipe("WIPE-PRODUCTION", "daon-devnet-1")
         .envs(mon.env())
-        .args([
-            "--new-chain-id",
-            "daon-mainnet-1",
-            "--confirm",
-            "WIPE-PRODUCTION",
-            "--current-chain-id",
-            "daon-devnet-1",
-            "--show-secrets",
-        ])
+        .arg("--show-secrets")
         .output()
         .unwrap();
     let out = text(&o);
