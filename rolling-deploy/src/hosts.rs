@@ -255,6 +255,8 @@ pub fn execute(
     }
 
     let mut parts: Vec<Part> = Vec::new();
+    // Each host's run reports on its own; the notification gets them all.
+    let mut per_host: Vec<serde_json::Value> = Vec::new();
     let mut updated: Vec<(usize, HostResult)> = Vec::new();
     let mut failed: Option<Part> = None;
     let mut interrupted = false;
@@ -280,8 +282,11 @@ pub fn execute(
             ),
             json!({"host": h.name, "step": "start", "index": i, "canary": i == 0}),
         );
+        let mut hr = Report::default();
         let r = Run::for_host(hs, &mut *out, &h.name, stop.clone(), &run_id)
-            .and_then(|run| run.execute_host(kind, target.clone(), build.clone(), report));
+            .and_then(|run| run.execute_host(kind, target.clone(), build.clone(), &mut hr));
+        hr.set("host", h.name.clone());
+        per_host.push(serde_json::Value::Object(hr.fields));
         match r {
             Ok(r) => {
                 let part = Part {
@@ -366,7 +371,11 @@ pub fn execute(
             )
             .map(|run| run.caused_by(&cause))
             .and_then(|run| {
-                run.execute_host("rollback", Some(r.rollback_image.clone()), None, report)
+                let mut hr = Report::default();
+                let x = run.execute_host("rollback", Some(r.rollback_image.clone()), None, &mut hr);
+                hr.set("host", h.name.clone());
+                per_host.push(serde_json::Value::Object(hr.fields));
+                x
             });
             match res {
                 Ok(x) if x.code == 0 => rolled_back.push(h.name.clone()),
@@ -420,11 +429,28 @@ pub fn execute(
         ));
     }
     report.subject = line.clone();
+    report.set("kind", kind);
+    report.set("target", what.clone());
     report.set("hosts", names.join(", "));
     report.set("outcome", outcome.to_string());
+    report.set("run_id", run_id.clone());
+    report.set(
+        "duration_s",
+        (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    );
     if let Some(f) = &failed {
         report.set("failed_host", f.host.clone());
+        report.set("rolled_back_hosts", rolled_back.clone());
     }
+    if !untouched.is_empty() {
+        report.set(
+            "untouched_hosts",
+            untouched.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        );
+    }
+    // Per host, in run order (the deploys, then the rollbacks): the history
+    // record, and the failing container's logs where one failed.
+    report.set("runs", per_host);
     let io = |e: std::io::Error| Failure::from(Error::io("writing", "standard output", e));
     if s.json {
         json_line(

@@ -39,7 +39,7 @@ longer if the container's start period needs it), put it back into Caddy, watch 
 lines. At the end the API is checked through the load balancer (deploy.health_url) and the
 chain status (chain.rpc_url). State: <paths.state_dir>/rolling-deploy.history.jsonl and a
 journal while a run is in progress; lock: <paths.lock_dir>/rolling-deploy.lock.
-Hooks run with sh -c and DAON_DEPLOY_{KIND,IMAGE,VERSION,PREVIOUS,SERVICE,OUTCOME} set.
+Hooks run with sh -c and DAON_DEPLOY_{KIND,IMAGE,VERSION,PREVIOUS,SERVICE,OUTCOME,HOST} set (HOST: the --host name, empty without).
 SIGINT/SIGTERM: the instance being replaced is finished and put back, then the run stops
 (exit 130); the next run reports it and carries on.";
 
@@ -49,7 +49,6 @@ SIGINT/SIGTERM: the instance being replaced is finished and put back, then the r
     name = "daon-rolling-deploy",
     version,
     about = "Zero-downtime rolling deploy of the DAON API behind Caddy, with automatic rollback",
-    args_conflicts_with_subcommands = true,
     after_help = "See --help for examples, the procedure and exit codes."
 )]
 pub struct Cli {
@@ -114,7 +113,7 @@ pub enum Sub {
 }
 
 /// Flags of a run that changes instances.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone, Default, PartialEq)]
 pub struct RunArgs {
     /// Watch each new instance this long after it turned healthy (default: deploy.monitor)
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -142,7 +141,7 @@ pub struct RunArgs {
 }
 
 /// Flags of `deploy`.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone, Default, PartialEq)]
 pub struct DeployArgs {
     /// Image to deploy, REPO:TAG (e.g. daon-api:1.4.2); the tag goes into deploy.image_env
     #[arg(long, value_name = "REPO:TAG")]
@@ -265,6 +264,14 @@ impl Settings {
         let Loaded {
             mut config, source, ..
         } = loaded;
+        // Deploy flags before a subcommand would be silently ignored: refuse
+        // them (global options such as --config and --json are fine anywhere).
+        if cli.cmd.is_some() && cli.deploy != DeployArgs::default() {
+            return Err(Failure::new(
+                ExitCode::Usage,
+                "deploy options (--image, --monitor, --dry-run...) go after the subcommand: `daon-rolling-deploy rollback --monitor 5s`, or without one for a deploy",
+            ));
+        }
         let (action, run) = match cli.cmd {
             _ if cli.print_config => (Action::PrintConfig, RunArgs::default()),
             Some(Sub::Deploy(d)) => deploy_action(d)?,

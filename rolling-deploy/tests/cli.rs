@@ -324,6 +324,33 @@ fn usage_errors_exit_2() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no tag"));
+    // Deploy options before a subcommand would be ignored: refused, naming the fix.
+    let o = Command::new(bin())
+        .args(["--monitor", "1s", "rollback"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("go after the subcommand"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn global_options_go_before_or_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("daon.toml");
+    std::fs::write(&cfg, "[paths]\nstate_dir = \"state\"\n").unwrap();
+    for args in [
+        vec!["--json", "--config", cfg.to_str().unwrap(), "history"],
+        vec!["history", "--json", "--config", cfg.to_str().unwrap()],
+    ] {
+        let o = Command::new(bin()).args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("\"type\":\"summary\""), "{args:?}: {out}");
+    }
 }
 
 // ---------------------------------------------------------------- the stack
@@ -1139,11 +1166,13 @@ fn second_host_failure_rolls_back_the_first_host_too() {
     api_image("rd-mh-split", "healthy");
     h2.api_image("rd-mh-split", "never-healthy").unwrap();
     let dirs = tempfile::tempdir().unwrap();
+    let mon = kit::Monitoring::start(dirs.path());
     let (o, load) = under_load_on(
         &[LB, &h2.lb_url],
         "two-host deploy failing on the second host",
         || {
             rd(&stack.config, dirs.path())
+                .envs(mon.env())
                 .args(["--image", "daon-api:rd-mh-split", "--monitor", "1s"])
                 .args(["--host", "main", "--host", "dc2"])
                 .output()
@@ -1189,6 +1218,27 @@ fn second_host_failure_rolls_back_the_first_host_too() {
     assert!(h.iter().all(|e| e["run_id"] == h[0]["run_id"]), "{h:?}");
     no_journal_left(dirs.path());
     assert_caddy_intact();
+    // One run, one message: every host's record, the failing host's logs kept.
+    assert_eq!(mon.events(), ["ping start", "ping 1", "hook failure"]);
+    let f = &mon.hooks()[0]["fields"];
+    assert_eq!(f["failed_host"], "dc2", "{f}");
+    assert_eq!(f["rolled_back_hosts"], serde_json::json!(["main"]), "{f}");
+    let runs = f["runs"].as_array().unwrap();
+    let hosts: Vec<_> = runs
+        .iter()
+        .map(|r| (r["host"].clone(), r["kind"].clone()))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("main".into(), "deploy".into()),
+            ("dc2".into(), "deploy".into()),
+            ("main".into(), "rollback".into())
+        ],
+        "{f}"
+    );
+    assert_eq!(runs[1]["failing_container"], "daon-api-1", "{f}");
+    assert!(runs[1]["failing_container_logs"].as_str().is_some(), "{f}");
 }
 
 /// Compose v1 (`docker-compose --host URL` / `--context NAME`) drives both
