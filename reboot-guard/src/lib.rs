@@ -12,7 +12,7 @@ use daon_common::config::{self, Config, Loaded, Source};
 use daon_common::docker::{Compose, Docker};
 use daon_common::exit::EXIT_CODES_HELP;
 use daon_common::http::{self, AgentOptions};
-use daon_common::notify::{Message, Notifier, Ping};
+use daon_common::notify::{Message, Notifier};
 use daon_common::process::Cmd;
 use daon_common::{atomic, lock, Error, ExitCode};
 use gates::Gate;
@@ -148,6 +148,12 @@ pub struct Failure {
     pub code: ExitCode,
     /// Message.
     pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 impl From<Error> for Failure {
@@ -609,7 +615,6 @@ pub fn run<W: Write>(s: &Settings, w: &mut W) -> Result<ExitCode, Failure> {
         })?;
         return Ok(ExitCode::Ok);
     }
-    let ping = Ping::start(&s.config.notify, "daon-reboot-guard");
     let mut out = Out {
         w,
         json: s.json,
@@ -632,13 +637,6 @@ pub fn run<W: Write>(s: &Settings, w: &mut W) -> Result<ExitCode, Failure> {
             out.w,
             "summary",
             serde_json::json!({"code": code.code(), "error": r.as_ref().err().map(|f| f.message.clone())}),
-        );
-    }
-    if let Some(p) = ping {
-        p.end(
-            code.code(),
-            r.as_ref().err().map(|f| f.message.as_str()).unwrap_or(""),
-            "daon-reboot-guard",
         );
     }
     r
@@ -674,7 +672,25 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
         print_config: cli.print_config,
         action: cli.action,
     };
-    match run(&s, &mut std::io::stdout().lock()) {
+    // Pings around every run, with the end of its output; the guard sends
+    // its own messages (reboot, verified, EMERGENCY) as it goes.
+    let r = if s.print_config {
+        run(&s, &mut std::io::stdout().lock())
+    } else {
+        daon_common::notify::monitored(
+            &s.config.notify,
+            &s.config.paths.state_dir,
+            "daon-reboot-guard",
+            false,
+            "",
+            |out, _| run(&s, out),
+            |r| match r {
+                Ok(c) => c.code(),
+                Err(f) => f.code.code(),
+            },
+        )
+    };
+    match r {
         Ok(c) => c.code(),
         Err(f) => {
             eprintln!("daon-reboot-guard: error: {}", f.message);

@@ -114,6 +114,24 @@ fn no_reboot_needed_exits_0_and_says_so() {
     let o = e.cmd(None).arg("--quiet").output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(text(&o), "", "--quiet printed something");
+    // The dead-man's switch sees the run start and end with its exit code;
+    // a run with nothing to do sends no message.
+    let mon = kit::Monitoring::start(e.dir.path());
+    let o = e.cmd(None).envs(mon.env()).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(mon.events(), ["ping start", "ping 0"]);
+    assert!(
+        mon.end_pings()[0].1.contains("no reboot needed"),
+        "{:?}",
+        mon.end_pings()
+    );
+    let o = e
+        .cmd(None)
+        .envs(mon.env())
+        .env("DAON_REBOOT_WINDOWS", "not a window")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
 }
 
 #[test]
